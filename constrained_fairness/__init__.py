@@ -1,0 +1,9 @@
+"""constrained_fairness: training and pruning neural networks under group-fairness constraints.
+
+The headline method is CEAG ("Balancing Act: Constraining Disparate Impact in Sparse
+Models", ICLR 2024), solved as a Lagrangian min-max game with Cooper.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,85 @@
+"""Per-group replay buffer: the last ``k`` values of each group, as a ``(G, k)`` tensor ring.
+
+CEAG estimates each group's training accuracy from the 0/1 correctness of that group's
+last ``k`` training samples (the paper uses ``k = 40``). EL+RB does the same with
+per-sample losses. After each forward pass the whole batch is pushed at once:
+
+* ``c[g]`` samples of group ``g`` arrive; if ``c[g] > k`` only the last ``k`` are kept;
+* sample number ``j`` (0-based, among the kept ones of its group) goes to slot
+  ``(ptr[g] + j) mod k``; then ``ptr[g] ← (ptr[g] + min(c[g], k)) mod k`` and
+  ``fill[g] ← min(fill[g] + c[g], k)``.
+
+The estimate of group ``g`` is ``mean[g] = sum_j buf[g, j] / fill[g]``; it *exists* (is
+used for a dual update) only once ``fill[g] = k``. Everything is vectorized: no Python
+loop over samples or groups.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import ConfigError
+
+
+class ReplayBuffer:
+    """A ``(num_groups, size)`` ring buffer with one write pointer and fill count per group."""
+
+    def __init__(self, num_groups: int, size: int, device: torch.device | str = "cpu") -> None:
+        if size < 1:
+            raise ConfigError(f"replay buffer size must be >= 1, got {size}; set buffer_size to e.g. 40")
+        if num_groups < 1:
+            raise ConfigError(f"number of groups must be >= 1, got {num_groups}")
+        self.num_groups = num_groups
+        self.size = size
+        self.values = torch.zeros(num_groups, size, device=device)
+        self.pointer = torch.zeros(num_groups, dtype=torch.long, device=device)
+        self.fill = torch.zeros(num_groups, dtype=torch.long, device=device)
+
+    @torch.no_grad()
+    def push(self, values: torch.Tensor, groups: torch.Tensor) -> None:
+        """Append ``values[n]`` to the buffer of group ``groups[n]``, in batch order."""
+        values = values.detach().to(self.values.dtype).reshape(-1)
+        groups = groups.reshape(-1)
+        k = self.size
+        counts = torch.bincount(groups, minlength=self.num_groups)
+        sorted_groups, order = torch.sort(groups, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.empty_like(groups)
+        rank[order] = torch.arange(groups.numel(), device=groups.device) - starts[sorted_groups]
+        dropped = (counts - k).clamp(min=0)
+        position = rank - dropped[groups]
+        keep = position >= 0
+        g_kept = groups[keep]
+        slots = (self.pointer[g_kept] + position[keep]) % k
+        self.values[g_kept, slots] = values[keep]
+        self.pointer = (self.pointer + counts.clamp(max=k)) % k
+        self.fill = (self.fill + counts).clamp(max=k)
+
+    @property
+    def is_full(self) -> torch.Tensor:
+        """Boolean ``(G,)``: which groups have ``k`` values, hence an estimate."""
+        return self.fill == self.size
+
+    def means(self) -> torch.Tensor:
+        """``(G,)`` mean of the stored values per group; NaN for empty groups."""
+        return self.values.sum(dim=1) / self.fill.to(self.values.dtype)
+
+    def contents(self, group: int) -> torch.Tensor:
+        """Stored values of one group, oldest first (for inspection and tests)."""
+        n = int(self.fill[group])
+        if n < self.size:
+            return self.values[group, :n].clone()
+        return torch.roll(self.values[group], -int(self.pointer[group]))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"values": self.values.clone(), "pointer": self.pointer.clone(), "fill": self.fill.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if tuple(state["values"].shape) != (self.num_groups, self.size):
+            raise ValueError(
+                f"buffer state has shape {tuple(state['values'].shape)}, "
+                f"expected {(self.num_groups, self.size)}"
+            )
+        self.values.copy_(state["values"])
+        self.pointer.copy_(state["pointer"])
+        self.fill.copy_(state["fill"])

@@ -1,0 +1,282 @@
+"""Typed experiment configuration: YAML → dataclasses, CLI overrides, validation.
+
+Configuration is data: every key lives in a dataclass below, with its default. YAML is
+loaded with ``yaml.safe_load``. An unknown key is an error naming the key and the
+closest valid one; a value of the wrong type is an error naming the key and the type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+METHODS = ("nft", "nft_es", "el", "ceag")
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "adult_default.yaml"
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from. ``name: adult`` is the bundled UCI Adult; ``csv`` any CSV."""
+
+    name: str = "adult"
+    path: str | None = None
+    test_path: str | None = None
+    target: str | None = None
+    positive_value: str | None = None
+    protected: list[str] = field(default_factory=lambda: ["race", "sex"])
+    categorical: list[str] = field(default_factory=list)
+    numeric: list[str] | None = None
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    drop_protected: bool = False
+    header: bool = True
+    column_names: list[str] | None = None
+    delimiter: str = ","
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [128, 64])
+    checkpoint: str | None = None  # a dense model state_dict to start from instead of training one
+
+
+@dataclass
+class DenseConfig:
+    """Dense training (skipped when ``model.checkpoint`` is given)."""
+
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+
+
+@dataclass
+class PruningConfig:
+    """Gradual magnitude pruning."""
+
+    sparsity: float = 0.95
+    epochs: int = 15
+    scope: str = "layerwise"
+    dense_layers: list[str] = field(default_factory=lambda: ["first", "last"])
+    mitigate_while_pruning: bool = False
+
+
+@dataclass
+class FinetuneConfig:
+    """The sparse stage: pruning epochs plus ``epochs`` fine-tuning epochs, SGD."""
+
+    epochs: int = 30
+    lr: float = 1e-2
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    lr_milestones: list[float] = field(default_factory=lambda: [0.6, 0.8, 0.9])
+    lr_gamma: float = 0.1
+
+
+@dataclass
+class DualConfig:
+    """Dual optimizer of a constraint's multipliers (gradient ascent)."""
+
+    lr: float = 1e-2
+    optimizer: str = "sgd"  # sgd | nupi
+    nupi_kp: float = 1.0
+    nupi_ki: float = 1.0
+    nupi_ema: float = 0.0
+
+
+@dataclass
+class CEAGConfig:
+    tolerance: float = 0.01
+    buffer_size: int = 40
+    overall_estimate: str = "weighted"  # weighted | unweighted (the reference code's)
+    dual: DualConfig = field(default_factory=DualConfig)
+
+
+@dataclass
+class ELConfig:
+    tolerance: float = 0.05
+    buffer_size: int = 0  # 0: no replay buffer (EL); > 0: EL+RB
+    dual: DualConfig = field(default_factory=DualConfig)
+
+
+@dataclass
+class LoggingConfig:
+    wandb: str = "offline"  # offline | online | disabled
+    tensorboard: bool = True
+    progress: str = "auto"  # auto (a bar only on a TTY) | always | never
+    log_every: int = 20
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "adult_default"
+    seed: int = 0
+    output_dir: str = "runs"
+    device: str = "cpu"
+    eval_batch_size: int = 8192
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dense: DenseConfig = field(default_factory=DenseConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    ceag: CEAGConfig = field(default_factory=CEAGConfig)
+    el: ELConfig = field(default_factory=ELConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def validate(self) -> ExperimentConfig:
+        """Check value ranges; raise :class:`ConfigError` naming the key and the fix."""
+        p, f = self.pruning, self.finetune
+        _require(0.0 <= p.sparsity < 1.0, f"pruning.sparsity must lie in [0, 1), got {p.sparsity}; e.g. 0.95")
+        _require(p.epochs >= 1, f"pruning.epochs must be >= 1, got {p.epochs}")
+        _require(f.epochs >= 0, f"finetune.epochs must be >= 0, got {f.epochs}")
+        _require(
+            p.scope in ("layerwise", "global"), f"pruning.scope must be layerwise or global, got {p.scope!r}"
+        )
+        for key, value in (("ceag.tolerance", self.ceag.tolerance), ("el.tolerance", self.el.tolerance)):
+            _require(value >= 0, f"{key} must be >= 0, got {value}; a tolerance is a non-negative gap")
+        _require(self.ceag.buffer_size >= 1, f"ceag.buffer_size must be >= 1, got {self.ceag.buffer_size}")
+        _require(
+            self.el.buffer_size >= 0, f"el.buffer_size must be >= 0 (0: no buffer), got {self.el.buffer_size}"
+        )
+        _require(
+            self.ceag.overall_estimate in ("weighted", "unweighted"),
+            f"ceag.overall_estimate must be weighted or unweighted, got {self.ceag.overall_estimate!r}",
+        )
+        for key, dual in (("ceag.dual", self.ceag.dual), ("el.dual", self.el.dual)):
+            _require(
+                dual.optimizer in ("sgd", "nupi"),
+                f"{key}.optimizer must be sgd or nupi, got {dual.optimizer!r}",
+            )
+            _require(dual.lr > 0, f"{key}.lr must be > 0, got {dual.lr}")
+        for key, value in (
+            ("dense.batch_size", self.dense.batch_size),
+            ("finetune.batch_size", f.batch_size),
+        ):
+            _require(value >= 1, f"{key} must be >= 1, got {value}")
+        _require(
+            all(0 < m <= 1 for m in f.lr_milestones),
+            "finetune.lr_milestones are fractions of the sparse-stage epochs in (0, 1], "
+            f"got {f.lr_milestones}",
+        )
+        unknown = [m for m in self.methods if m not in METHODS]
+        _require(
+            not unknown,
+            f"unknown method {unknown[0]!r} in methods; choose from {', '.join(METHODS)}" if unknown else "",
+        )
+        _require(bool(self.methods), f"methods is empty; choose some of {', '.join(METHODS)}")
+        _require(
+            self.data.name in ("adult", "csv"), f"data.name must be adult or csv, got {self.data.name!r}"
+        )
+        if self.data.name == "csv":
+            _require(self.data.path is not None, "data.path is required when data.name is csv")
+            _require(self.data.target is not None, "data.target is required when data.name is csv")
+        _require(
+            self.logging.wandb in ("offline", "online", "disabled"),
+            f"logging.wandb must be offline, online or disabled, got {self.logging.wandb!r}",
+        )
+        _require(
+            self.logging.progress in ("auto", "always", "never"),
+            f"logging.progress must be auto, always or never, got {self.logging.progress!r}",
+        )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys and types recursively."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config section '{prefix or '<root>'}' must be a mapping, got {type(data).__name__}"
+        )
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, f"{key}.")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(inner, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"config key '{key}' must be of type {hint.__name__}, got {value!r}")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"finetune.lr=0.01"`` → ``(["finetune", "lr"], 0.01)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.subkey=value, e.g. finetune.lr=0.01")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML file (the bundled default experiment if ``None``), apply overrides, validate."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}; pass an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"YAML syntax error in {path}{where}; fix the file") from None
+    for override in overrides or []:
+        keys, value = parse_override(override)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {override!r}: '{k}' is not a section")
+        node[keys[-1]] = value
+    return from_dict(ExperimentConfig, data).validate()
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

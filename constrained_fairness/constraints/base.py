@@ -1,0 +1,102 @@
+"""The common base of per-group fairness constraints.
+
+A constraint knows only tensors: logits, targets, group ids and per-sample losses of a
+batch (:class:`BatchOutputs`). It returns a Cooper ``ConstraintState`` with
+
+* ``violation``: a differentiable *proxy* of the violation for the groups present in
+  the batch (drives the primal gradient), with their ids as ``constraint_features``;
+* ``strict_violation``: the true, non-differentiable violation for the groups that have
+  an estimate (drives the dual update), with their ids as ``strict_constraint_features``.
+
+Each constraint family holds one Lagrange multiplier per constraint row in a Cooper
+``IndexedMultiplier``, so only the rows observed in a step are read or updated.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from functools import cached_property
+
+import cooper
+import torch
+from cooper.multipliers import IndexedMultiplier
+
+from ..errors import ConfigError
+
+
+@dataclass
+class BatchOutputs:
+    """What a constraint sees of one batch.
+
+    Attributes:
+        logits: ``(B, C)`` model outputs.
+        targets: ``(B,)`` class indices.
+        groups: ``(B,)`` group ids in ``[0, G)``.
+        losses: ``(B,)`` per-sample cross-entropy, differentiable.
+    """
+
+    logits: torch.Tensor
+    targets: torch.Tensor
+    groups: torch.Tensor
+    losses: torch.Tensor
+
+    @cached_property
+    def correct(self) -> torch.Tensor:
+        """``(B,)`` float 0/1 correctness of the arg-max prediction (no gradient)."""
+        return (self.logits.detach().argmax(dim=1) == self.targets).to(self.losses.dtype)
+
+
+def check_tolerance(tolerance: float, what: str) -> float:
+    if not tolerance >= 0:
+        raise ConfigError(f"{what} tolerance must be >= 0, got {tolerance}; use e.g. 0.01")
+    return float(tolerance)
+
+
+class GroupConstraint(cooper.Constraint, abc.ABC):
+    """Base class: a family of ``num_constraints`` inequality constraints ``c_i(θ) ≤ 0``.
+
+    Subclasses implement :meth:`compute`, and :meth:`state_dict` / :meth:`load_state_dict`
+    if they keep state besides the multiplier (for example a replay buffer).
+    """
+
+    def __init__(self, num_constraints: int, tolerance: float) -> None:
+        # Cooper 1.0.x: call ``super().__init__()`` before assigning attributes.
+        super().__init__(
+            constraint_type=cooper.ConstraintType.INEQUALITY,
+            multiplier=IndexedMultiplier(num_constraints=num_constraints),
+        )
+        self.num_constraints = num_constraints
+        self.tolerance = tolerance
+
+    @abc.abstractmethod
+    def compute(self, batch: BatchOutputs) -> cooper.ConstraintState | None:
+        """The constraint state of one batch, or ``None`` if nothing is observed."""
+
+    def multiplier_values(self) -> torch.Tensor:
+        """``(num_constraints,)`` current multipliers, detached."""
+        return self.multiplier.weight.detach().flatten().clone()
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def indexed_state(
+    proxy: torch.Tensor,
+    proxy_ids: torch.Tensor,
+    strict: torch.Tensor | None,
+    strict_ids: torch.Tensor | None,
+) -> cooper.ConstraintState:
+    """Assemble a ``ConstraintState``; the dual update is skipped while no estimate exists."""
+    if strict is None or strict_ids is None:
+        return cooper.ConstraintState(violation=proxy, constraint_features=proxy_ids)
+    return cooper.ConstraintState(
+        violation=proxy,
+        constraint_features=proxy_ids,
+        strict_violation=strict.detach(),
+        strict_constraint_features=strict_ids,
+        contributes_to_dual_update=strict_ids.numel() > 0,
+    )

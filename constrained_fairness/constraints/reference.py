@@ -1,0 +1,57 @@
+"""Statistics of the dense model on the training split, the reference of CEAG and EL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..metrics import GroupStats
+
+
+@dataclass
+class DenseReference:
+    """Dense-model training statistics.
+
+    Attributes:
+        accuracy: ``acc_d[g]``, ``(G,)``.
+        loss: ``L_d[g]``, ``(G,)``.
+        overall_accuracy: ``acc_d``.
+        overall_loss: ``L_d``.
+        frequency: ``p[g] = n[g] / N``, the training frequency of each group.
+    """
+
+    accuracy: torch.Tensor
+    loss: torch.Tensor
+    overall_accuracy: float
+    overall_loss: float
+    frequency: torch.Tensor
+
+    @classmethod
+    def from_stats(cls, stats: GroupStats) -> DenseReference:
+        counts = stats.counts.float()
+        return cls(
+            accuracy=torch.nan_to_num(stats.accuracy.float()),
+            loss=torch.nan_to_num(stats.loss.float()),
+            overall_accuracy=float(stats.overall_accuracy),
+            overall_loss=float(stats.overall_loss),
+            frequency=counts / counts.sum(),
+        )
+
+    @property
+    def num_groups(self) -> int:
+        return int(self.accuracy.numel())
+
+    def overall_estimate(
+        self, group_values: torch.Tensor, available: torch.Tensor, weighted: bool
+    ) -> torch.Tensor:
+        """Overall estimate from the per-group estimates of the ``available`` groups.
+
+        weighted:   ``sum_{g∈S} p[g] v[g] / sum_{g∈S} p[g]`` (unbiased under imbalance);
+        unweighted: ``mean_{g∈S} v[g]`` (the reference code's choice).
+        """
+        values = group_values[available]
+        if not weighted:
+            return values.mean()
+        weights = self.frequency.to(values.device)[available]
+        return (weights * values).sum() / weights.sum()

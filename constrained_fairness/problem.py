@@ -1,0 +1,61 @@
+"""The constrained minimization problem: cross-entropy plus any number of group constraints.
+
+    min_θ  L(θ) = mean_n CE(f_θ(x_n), y_n)   s.t.   c_i(θ) ≤ 0 for every constraint row i
+
+Cooper forms the Lagrangian ``L(θ) + Σ_i λ_i c̃_i(θ)`` for the primal step (proxies
+``c̃``) and ``Σ_i λ_i c_i(θ)`` for the dual step (strict violations ``c``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cooper
+import torch
+import torch.nn.functional as F
+
+from .constraints.base import BatchOutputs, GroupConstraint
+
+
+class FairnessProblem(cooper.ConstrainedMinimizationProblem):
+    """Cross-entropy with the given constraints; with none, plain (naive) fine-tuning."""
+
+    def __init__(
+        self, constraints: Sequence[GroupConstraint] = (), names: Sequence[str] | None = None
+    ) -> None:
+        super().__init__()
+        names = list(names) if names is not None else [f"constraint_{i}" for i in range(len(constraints))]
+        for name, constraint in zip(names, constraints, strict=True):
+            self._register_constraint(name, constraint)
+
+    @property
+    def is_constrained(self) -> bool:
+        return len(self._constraints) > 0
+
+    def compute_cmp_state(
+        self, model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor
+    ) -> cooper.CMPState:
+        logits = model(inputs)
+        losses = F.cross_entropy(logits, targets, reduction="none")
+        batch = BatchOutputs(logits=logits, targets=targets, groups=groups, losses=losses)
+        observed = {}
+        for constraint in self.constraints():
+            state = constraint.compute(batch)
+            if state is not None:
+                observed[constraint] = state
+        return cooper.CMPState(loss=losses.mean(), observed_constraints=observed, misc={"batch": batch})
+
+    def constraint_state_dict(self) -> dict:
+        """Multipliers (Cooper's CMP state) plus each constraint's own state (buffers)."""
+        return {
+            "cmp": self.state_dict(),
+            "constraints": {name: c.state_dict() for name, c in self.named_constraints()},
+        }
+
+    def load_constraint_state_dict(self, state: dict) -> None:
+        self.load_state_dict(state["cmp"])
+        for name, c in self.named_constraints():
+            c.load_state_dict(state["constraints"][name])
+
+    def multiplier_values(self) -> dict[str, list[float]]:
+        return {name: c.multiplier_values().tolist() for name, c in self.named_constraints()}

@@ -1,0 +1,303 @@
+"""The paper's protocol, end to end: dense → GMP → fine-tune per method → report.
+
+Stages (``T`` pruning epochs, ``F`` fine-tuning epochs, sparse-stage epochs ``0..T+F-1``):
+
+1. **Dense**: train the model (Adam), or load ``model.checkpoint``.
+2. **GMP** (shared by all methods): at the start of sparse epoch ``e < T`` prune to
+   ``s(e+1) = s_f (1 − (1 − (e+1)/T)^3)``, so the last pruning epoch already runs at
+   ``s_f``; plain fine-tuning (NFT) while pruning. SGD with LR × ``lr_gamma`` at each
+   milestone fraction of ``T + F`` epochs.
+3. **Methods** branch from the shared state at the start of the last pruning epoch (the
+   mitigation is switched on from the last pruning epoch), or at epoch 0 when
+   ``pruning.mitigate_while_pruning``: ``nft`` (no constraint), ``el`` (equalized loss),
+   ``ceag``. ``nft_es`` is the NFT iterate with the best *validation* accuracy at the
+   final sparsity (the reference code selects on test, which leaks it).
+4. **Report**: every method on train, val and test against the dense model.
+
+Every stage checkpoints after each epoch under ``checkpoints/``; with ``resume=True``
+a stage continues from its checkpoint (a finished stage is not re-run).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ExperimentConfig, dump_config
+from .constraints import DenseReference, EqualizedLoss, ExcessAccuracyGap, GroupConstraint
+from .data import TabularData, load_adult, load_csv
+from .errors import ConfigError
+from .groups import GroupIndex
+from .models import build_model
+from .problem import FairnessProblem
+from .sparsity import MagnitudePruner, cubic_sparsity
+from .training.batches import TensorBatches
+from .training.checkpoint import load_checkpoint, load_model_weights
+from .training.evaluation import Evaluator
+from .training.loggers import RunLogger
+from .training.optimizers import build_cooper_optimizer
+from .training.trainer import Trainer
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+def load_data(cfg: ExperimentConfig) -> TabularData:
+    d = cfg.data
+    if d.name == "adult":
+        return load_adult(
+            protected=d.protected, val_fraction=d.val_fraction, seed=cfg.seed, drop_protected=d.drop_protected
+        )
+    return load_csv(
+        d.path,
+        target=d.target,
+        positive_value=d.positive_value,
+        protected=d.protected,
+        categorical=d.categorical,
+        numeric=d.numeric,
+        test_path=d.test_path,
+        val_fraction=d.val_fraction,
+        test_fraction=d.test_fraction,
+        seed=cfg.seed,
+        drop_protected=d.drop_protected,
+        header=d.header,
+        column_names=d.column_names,
+        delimiter=d.delimiter,
+    )
+
+
+def prepare_run_dir(cfg: ExperimentConfig, output: str | Path | None, resume: bool) -> Path:
+    """The run folder; a new run never overwrites a finished or started one."""
+    base = Path(output) if output is not None else Path(cfg.output_dir) / cfg.name
+    if resume:
+        if not (base / "checkpoints").is_dir():
+            raise FileNotFoundError(
+                f"nothing to resume in {base}: it has no checkpoints/; run without --resume"
+            )
+        return base
+    run_dir, n = base, 1
+    while (run_dir / "checkpoints").exists() or (run_dir / "metrics.json").exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    try:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the run folder {run_dir} ({exc.strerror}); choose a writable "
+            "--output or output_dir"
+        ) from None
+    return run_dir
+
+
+class Experiment:
+    """Builds the stages of one config and runs them; see the module docstring."""
+
+    def __init__(self, cfg: ExperimentConfig, progress: bool = False) -> None:
+        self.cfg, self.progress = cfg, progress
+        self.run_dir = Path(cfg.output_dir) / cfg.name
+        self.resume = False
+        torch.manual_seed(cfg.seed)
+        self.device = torch.device(cfg.device)
+        self.data = load_data(cfg)
+        self.groups = GroupIndex.from_lists(self.data.attribute_names, self.data.attribute_values)
+        self.group_names = self.groups.names
+        splits = {}
+        for name in SPLITS:
+            split = getattr(self.data, name)
+            splits[name] = (split.features, split.targets, self.groups.ids(split.attributes))
+        self.splits = splits
+        self.evaluator = Evaluator(splits, self.groups.num_groups, cfg.eval_batch_size)
+        self.logger: RunLogger | None = None
+
+    # -- helpers -----------------------------------------------------------------------
+    def _batches(self, batch_size: int) -> TensorBatches:
+        x, y, g = self.splits["train"]
+        return TensorBatches(x, y, g, batch_size, shuffle=True, seed=self.cfg.seed)
+
+    def _new_model(self) -> torch.nn.Module:
+        m = self.cfg.model
+        return build_model(m.name, self.data.num_features, self.data.num_classes, m.hidden).to(self.device)
+
+    def _checkpoint(self, stage: str) -> Path:
+        return self.run_dir / "checkpoints" / f"{stage}.pt"
+
+    def _resume_into(self, trainer: Trainer, stage: str) -> None:
+        path = self._checkpoint(stage)
+        if self.resume and path.is_file():
+            trainer.load_state_dict(load_checkpoint(path))
+
+    # -- stages ------------------------------------------------------------------------
+    def dense_model(self) -> torch.nn.Module:
+        model = self._new_model()
+        if self.cfg.model.checkpoint:
+            load_model_weights(model, self.cfg.model.checkpoint)
+            return model
+        d = self.cfg.dense
+        primal = torch.optim.Adam(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
+        problem = FairnessProblem()
+        trainer = Trainer(
+            "dense",
+            model,
+            problem,
+            build_cooper_optimizer(problem, primal, []),
+            self._batches(d.batch_size),
+            self.evaluator,
+            logger=self.logger,
+            log_every=self.cfg.logging.log_every,
+            progress=self.progress,
+        )
+        self._resume_into(trainer, "dense")
+        trainer.run(d.epochs, self._checkpoint("dense"))
+        return model
+
+    def sparse_trainer(
+        self, name: str, model: torch.nn.Module, constraints: list[GroupConstraint], duals: list
+    ) -> Trainer:
+        """A trainer for the sparse stage (GMP then fine-tuning) of one method."""
+        p, f = self.cfg.pruning, self.cfg.finetune
+        total = p.epochs + f.epochs
+        primal = torch.optim.SGD(
+            model.parameters(), lr=f.lr, momentum=f.momentum, nesterov=f.nesterov, weight_decay=f.weight_decay
+        )
+        milestones = sorted({max(1, round(frac * total)) for frac in f.lr_milestones})
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(primal, milestones=milestones, gamma=f.lr_gamma)
+        problem = FairnessProblem(constraints, [name] * len(constraints) if len(constraints) == 1 else None)
+        return Trainer(
+            name,
+            model,
+            problem,
+            build_cooper_optimizer(problem, primal, duals),
+            self._batches(f.batch_size),
+            self.evaluator,
+            scheduler=scheduler,
+            pruner=MagnitudePruner(model, p.scope, p.dense_layers),
+            sparsity_at=lambda e: cubic_sparsity(e + 1, p.epochs, p.sparsity),
+            logger=self.logger,
+            log_every=self.cfg.logging.log_every,
+            progress=self.progress,
+        )
+
+    def method_constraints(
+        self, method: str, reference: DenseReference
+    ) -> tuple[list[GroupConstraint], list]:
+        if method == "ceag":
+            c = self.cfg.ceag
+            return [ExcessAccuracyGap(reference, c.tolerance, c.buffer_size, c.overall_estimate)], [c.dual]
+        if method == "el":
+            c = self.cfg.el
+            return [EqualizedLoss(reference, c.tolerance, c.buffer_size)], [c.dual]
+        return [], []
+
+    # -- the whole run -----------------------------------------------------------------
+    def run(self, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+        self.run_dir, self.resume = run_dir, resume
+        cfg, start = self.cfg, time.perf_counter()
+        (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+        if not self.resume:
+            (self.run_dir / "history.jsonl").unlink(missing_ok=True)
+        self.logger = RunLogger(self.run_dir, cfg.to_dict(), cfg.logging.wandb, cfg.logging.tensorboard)
+        try:
+            metrics = self._run_stages()
+        finally:
+            self.logger.close()
+        metrics["wall_seconds"] = time.perf_counter() - start
+        _write_json_atomic(self.run_dir / "metrics.json", metrics)
+        from .report import write_report
+
+        write_report(self.run_dir, metrics, _read_history(self.run_dir / "history.jsonl"), self.group_names)
+        return metrics
+
+    def _run_stages(self) -> dict[str, Any]:
+        cfg = self.cfg
+        dense = self.dense_model()
+        dense_stats = self.evaluator.set_dense_reference(dense)
+        reference = DenseReference.from_stats(dense_stats["train"])
+
+        branch = 0 if cfg.pruning.mitigate_while_pruning else cfg.pruning.epochs - 1
+        shared = self.sparse_trainer("gmp", dense, [], [])
+        self._resume_into(shared, "gmp")
+        shared.run(branch, self._checkpoint("gmp"))
+        shared_state = shared.state_dict()
+        total = cfg.pruning.epochs + cfg.finetune.epochs
+
+        trained = [
+            m for m in ("nft", "el", "ceag") if m in cfg.methods or (m == "nft" and "nft_es" in cfg.methods)
+        ]
+        methods: dict[str, Any] = {}
+        for method in trained:
+            model = self._new_model()
+            constraints, duals = self.method_constraints(method, reference)
+            trainer = self.sparse_trainer(method, model, constraints, duals)
+            if self.resume and self._checkpoint(method).is_file():
+                trainer.load_state_dict(load_checkpoint(self._checkpoint(method)))
+            else:
+                trainer.load_state_dict(shared_state, primal_only=True)
+            trainer.run(total, self._checkpoint(method))
+            if method in cfg.methods:
+                methods[method] = self._method_metrics(model, trainer.epoch - 1)
+                if trainer.problem.is_constrained:
+                    methods[method]["multipliers"] = trainer.problem.multiplier_values()
+            if method == "nft" and "nft_es" in cfg.methods and trainer.best is not None:
+                best = copy.deepcopy(model)
+                best.load_state_dict(trainer.best["model"])
+                methods["nft_es"] = self._method_metrics(best, int(trainer.best["epoch"]))
+            achieved = _achieved_sparsity(trainer.pruner)
+
+        ordered = {m: methods[m] for m in cfg.methods if m in methods}
+        return {
+            "tolerance": cfg.ceag.tolerance,
+            "sparsity": cfg.pruning.sparsity,
+            "achieved_sparsity": achieved,
+            "groups": self.group_names,
+            "dense": {
+                s: {"accuracy": st.overall_accuracy, "loss": st.overall_loss} for s, st in dense_stats.items()
+            },
+            "methods": ordered,
+        }
+
+    def _method_metrics(self, model: torch.nn.Module, epoch: int) -> dict[str, Any]:
+        evaluation = self.evaluator(model)
+        out: dict[str, Any] = {s: evaluation[s].to_metrics(self.group_names) for s in SPLITS}
+        out["epoch"] = epoch
+        return out
+
+
+def _achieved_sparsity(pruner: MagnitudePruner | None) -> dict[str, Any]:
+    assert pruner is not None
+    return {"overall": pruner.overall_sparsity(), "layers": pruner.layer_sparsity()}
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False))
+    tmp.replace(path)
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_experiment(
+    cfg: ExperimentConfig, output: str | Path | None = None, resume: bool = False, progress: bool = False
+) -> RunResult:
+    """Run the protocol of ``cfg``; returns the run folder and the metrics written to it."""
+    experiment = Experiment(cfg, progress=progress)  # loads and checks the data first
+    run_dir = prepare_run_dir(cfg, output, resume)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*TensorBoard.*")
+        metrics = experiment.run(run_dir, resume=resume)
+    return RunResult(run_dir, metrics)

@@ -1,0 +1,98 @@
+"""Run logging: JSONL (always), TensorBoard and wandb (offline unless configured).
+
+Logging never blocks or fails a run: a backend that cannot start is reported once as a
+warning and disabled. wandb runs offline unless ``logging.wandb: online``; it writes
+into the run folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def flatten(record: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested dict of numbers → ``{"a/b/c": value}`` (lists become ``a/b/0``, ``a/b/1``, ...)."""
+    out: dict[str, float] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}/"))
+        elif isinstance(value, (list, tuple)):
+            out.update(flatten(dict(enumerate(value)), f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+class RunLogger:
+    """Sends scalars to TensorBoard and wandb, and epoch records to ``history.jsonl``."""
+
+    def __init__(
+        self, run_dir: Path, config: dict, wandb_mode: str = "offline", tensorboard: bool = True
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.history_path = self.run_dir / "history.jsonl"
+        self._tb = None
+        self._wandb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+            except Exception as exc:  # pragma: no cover - depends on the environment
+                warnings.warn(f"TensorBoard logging disabled: {exc}", stacklevel=2)
+        if wandb_mode != "disabled":
+            self._wandb = _start_wandb(self.run_dir, config, wandb_mode)
+
+    def log_scalars(self, scalars: Mapping[str, Any], step: int) -> None:
+        flat = flatten(scalars)
+        if self._tb is not None:
+            for name, value in flat.items():
+                self._tb.add_scalar(name, value, step)
+        if self._wandb is not None:
+            try:
+                self._wandb.log(flat, step=step)
+            except Exception as exc:  # pragma: no cover
+                warnings.warn(f"wandb logging disabled: {exc}", stacklevel=2)
+                self._wandb = None
+
+    def log_record(self, record: Mapping[str, Any]) -> None:
+        """Append one epoch record to ``history.jsonl`` and log its scalars."""
+        with self.history_path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        tag = record.get("method", "run")
+        self.log_scalars(
+            {tag: {k: v for k, v in record.items() if k not in ("method", "stage")}}, record["step"]
+        )
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            with contextlib.suppress(Exception):
+                self._wandb.finish(quiet=True)
+
+
+def _start_wandb(run_dir: Path, config: dict, mode: str) -> Any:
+    try:
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        return wandb.init(
+            project="constrained_fairness",
+            name=config.get("name"),
+            config=config,
+            dir=str(run_dir),
+            mode=mode,
+            reinit="finish_previous",
+            settings=wandb.Settings(console="off", init_timeout=30, x_disable_stats=True),
+        )
+    except Exception as exc:
+        warnings.warn(f"wandb logging disabled ({type(exc).__name__}: {exc})", stacklevel=2)
+        return None

@@ -1,0 +1,45 @@
+"""Build Cooper optimizers: unconstrained (NFT) or alternating dual-primal (CEAG, EL)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cooper
+import torch
+from cooper.optim import AlternatingDualPrimalOptimizer, UnconstrainedOptimizer, nuPI
+
+from ..config import DualConfig
+from ..problem import FairnessProblem
+
+
+def build_dual_optimizer(params: Sequence[torch.nn.Parameter], cfg: DualConfig) -> torch.optim.Optimizer:
+    r"""Gradient *ascent* on the multipliers, followed by Cooper's projection ``λ ← max(0, λ)``.
+
+    ``sgd``:  ``λ ← λ + η c``  (plain SGD with ``maximize=True``, the paper's choice);
+    ``nupi``: Cooper's nuPI controller, ``λ ← λ + η (K_I e_t + K_P (ξ_t − ξ_{t−1}))`` with
+    ``ξ_t = ν ξ_{t−1} + (1 − ν) e_t``, which damps oscillations. Adam is not offered:
+    it cannot step the sparse gradients of an ``IndexedMultiplier``.
+    """
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, maximize=True)
+    return nuPI(params, lr=cfg.lr, Kp=cfg.nupi_kp, Ki=cfg.nupi_ki, ema_nu=cfg.nupi_ema, maximize=True)
+
+
+def build_cooper_optimizer(
+    problem: FairnessProblem, primal: torch.optim.Optimizer, duals: Sequence[DualConfig]
+) -> cooper.optim.CooperOptimizer:
+    """One dual optimizer per constraint (in registration order), each with its own config.
+
+    The update order is Cooper's ``AlternatingDualPrimalOptimizer``: one forward pass,
+    the dual step with the violations at ``θ_t``, then the primal step at ``θ_t`` with the
+    new multipliers.
+    """
+    if not problem.is_constrained:
+        return UnconstrainedOptimizer(cmp=problem, primal_optimizers=primal)
+    dual_optimizers = [
+        build_dual_optimizer(list(constraint.multiplier.parameters()), cfg)
+        for constraint, cfg in zip(problem.constraints(), duals, strict=True)
+    ]
+    return AlternatingDualPrimalOptimizer(
+        cmp=problem, primal_optimizers=primal, dual_optimizers=dual_optimizers
+    )

@@ -1,0 +1,49 @@
+"""Shared test helpers: tiny synthetic data in the real CSV format, and tiny configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def write_synthetic_csv(path: Path, rows: int = 600, seed: int = 0) -> Path:
+    """A CSV like a small census file: numeric and categorical features, two protected columns."""
+    rng = np.random.default_rng(seed)
+    color = rng.choice(["red", "green", "blue"], size=rows, p=[0.6, 0.3, 0.1])
+    sex = rng.choice(["F", "M"], size=rows)
+    x1 = rng.normal(size=rows)
+    x2 = rng.normal(size=rows)
+    job = rng.choice(["a", "b", "c", "d"], size=rows)
+    score = x1 + 0.5 * x2 + (color == "blue") * 0.8 + rng.normal(scale=0.5, size=rows)
+    label = np.where(score > 0.3, "yes", "no")
+    lines = ["x1,x2,job,color,sex,label"]
+    lines += [
+        f"{a:.4f},{b:.4f},{j},{c},{s},{y}"
+        for a, b, j, c, s, y in zip(x1, x2, job, color, sex, label, strict=False)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def tiny_config(tmp_path: Path, csv: Path | None = None, **sections: str) -> Path:
+    """A YAML config that runs the whole protocol in a few seconds."""
+    csv = csv or write_synthetic_csv(tmp_path / "data.csv")
+    text = f"""
+name: tiny
+seed: 0
+output_dir: {tmp_path / "runs"}
+data: {{name: csv, path: {csv}, target: label, positive_value: "yes", protected: [color, sex],
+        categorical: [job, color, sex], val_fraction: 0.2, test_fraction: 0.2}}
+model: {{name: mlp, hidden: [16, 16]}}
+dense: {{epochs: 2, batch_size: 64}}
+pruning: {{sparsity: 0.9, epochs: 2}}
+finetune: {{epochs: 2, batch_size: 64}}
+ceag: {{tolerance: 0.01, buffer_size: 8, dual: {{lr: 0.1}}}}
+logging: {{wandb: disabled, tensorboard: false, progress: never}}
+"""
+    for key, value in sections.items():
+        text += f"{key}: {value}\n"
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text)
+    return path

@@ -1,0 +1,127 @@
+"""The CLI: the whole protocol on a tiny CSV, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from constrained_fairness.cli import main
+
+from .helpers import tiny_config, write_synthetic_csv
+
+SPLITS = ("train", "val", "test")
+
+
+def cfair(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    return subprocess.run(
+        [sys.executable, "-m", "constrained_fairness", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_run_writes_the_run_folder(tmp_path):
+    config = tiny_config(tmp_path)
+    assert main(["run", str(config), "--output", str(tmp_path / "run"), "--quiet"]) == 0
+    run = tmp_path / "run"
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "history.jsonl",
+        "report.md",
+        "plots/eag_train.png",
+        "plots/multipliers.png",
+        "plots/dense_vs_sparse_accuracy.png",
+        "checkpoints/ceag.pt",
+    ):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["tolerance"] == 0.01 and metrics["sparsity"] == 0.9 and metrics["wall_seconds"] > 0
+    assert list(metrics["methods"]) == ["nft", "nft_es", "el", "ceag"]
+    for method in metrics["methods"].values():
+        for split in SPLITS:
+            entry = method[split]
+            groups = entry["groups"]
+            assert set(groups) == set(metrics["groups"])
+            present = [g for g in groups.values() if g["n"] > 0]
+            assert entry["max_eag"] == pytest.approx(max(g["eag"] for g in present))
+            total = sum(g["n"] for g in present)
+            acc = sum(g["n"] * g["accuracy"] for g in present) / total
+            assert entry["accuracy"] == pytest.approx(acc)
+            dense = sum(g["n"] * g["dense_accuracy"] for g in present) / total
+            for g in present:  # ψ[g] = (acc_d[g] − acc_s[g]) − (acc_d − acc_s)
+                assert g["eag"] == pytest.approx(
+                    (g["dense_accuracy"] - g["accuracy"]) - (dense - acc), abs=1e-9
+                )
+    assert len(metrics["methods"]["ceag"]["multipliers"]["ceag"]) == len(metrics["groups"])
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history if r["method"] == "ceag"] == [1, 2, 3]  # branch at the last GMP epoch
+    assert {r["method"] for r in history} == {"dense", "gmp", "nft", "el", "ceag"}
+
+
+def test_resume_of_a_finished_run_reproduces_its_metrics(tmp_path):
+    config = tiny_config(tmp_path, methods="[nft, ceag]")
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--output", str(out), "--quiet"]) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    assert main(["run", str(config), "--output", str(out), "--quiet", "--resume"]) == 0
+    second = json.loads((out / "metrics.json").read_text())
+    assert first["methods"] == second["methods"]
+
+
+def test_same_seed_gives_identical_results(tmp_path):
+    config = tiny_config(tmp_path, methods="[ceag]")
+    assert main(["run", str(config), "--output", str(tmp_path / "a"), "--quiet"]) == 0
+    assert main(["run", str(config), "--output", str(tmp_path / "b"), "--quiet"]) == 0
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())["methods"]
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())["methods"]
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["--set", "finetune.lrr=0.1"], "unknown config key 'finetune.lrr'; did you mean 'finetune.lr'"),
+        (["--set", "data.path=/no/such/file.csv"], "/no/such/file.csv"),
+        (["--set", "model.checkpoint=/no/such/model.pt"], "checkpoint not found: /no/such/model.pt"),
+        (["--set", "pruning.sparsity=1.0"], "pruning.sparsity must lie in [0, 1)"),
+        (["--set", "ceag.tolerance=-0.01"], "ceag.tolerance must be >= 0"),
+        (["--set", "data.protected=[colour]"], "colour"),
+    ],
+)
+def test_user_errors_give_one_line_and_exit_2(tmp_path, overrides, expected):
+    config = tiny_config(tmp_path)
+    result = cfair("run", str(config), "--output", str(tmp_path / "run"), *overrides, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
+    import torch
+
+    from constrained_fairness.models import MLP
+
+    bad = tmp_path / "other.pt"
+    torch.save(MLP(3, [5], 2).state_dict(), bad)
+    config = tiny_config(tmp_path)
+    code = main(["run", str(config), "--quiet", "--set", f"model.checkpoint={bad}"])
+    assert code == 2
+
+
+def test_missing_csv_column_for_protected_attribute(tmp_path, capsys):
+    csv = write_synthetic_csv(tmp_path / "d.csv", rows=100)
+    config = tiny_config(tmp_path, csv=csv)
+    assert main(["run", str(config), "--quiet", "--set", "data.target=income"]) == 2
+    assert "income" in capsys.readouterr().err

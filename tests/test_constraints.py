@@ -1,0 +1,141 @@
+from collections import deque
+
+import cooper
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from constrained_fairness.config import DualConfig
+from constrained_fairness.constraints import BatchOutputs, DenseReference, EqualizedLoss, ExcessAccuracyGap
+from constrained_fairness.metrics import GroupStats
+from constrained_fairness.problem import FairnessProblem
+from constrained_fairness.training.optimizers import build_cooper_optimizer
+
+
+def reference_from(correct, losses, groups, G):
+    return DenseReference.from_stats(GroupStats.from_outputs(correct, losses, groups, G))
+
+
+def make_batch(G, n, seed, requires_grad=False):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, 3, generator=gen, requires_grad=requires_grad)
+    targets = torch.randint(0, 3, (n,), generator=gen)
+    groups = torch.randint(0, G - 1, (n,), generator=gen)  # last group never present
+    return BatchOutputs(logits, targets, groups, F.cross_entropy(logits, targets, reduction="none"))
+
+
+def test_ceag_proxy_and_strict_violation_match_a_per_group_loop():
+    G, k, eps = 5, 6, 0.01
+    ref_batch = make_batch(G, 300, 0)
+    ref = reference_from(ref_batch.correct, ref_batch.losses.detach(), ref_batch.groups, G)
+    constraint = ExcessAccuracyGap(ref, eps, buffer_size=k)
+    queues = [deque(maxlen=k) for _ in range(G)]
+    for step in range(4):
+        batch = make_batch(G, 13, step + 1, requires_grad=True)
+        state = constraint.compute(batch)
+        for c, g in zip(batch.correct.tolist(), batch.groups.tolist(), strict=False):
+            queues[g].append(c)
+        # proxy, for present groups, by a loop
+        present = sorted(set(batch.groups.tolist()))
+        assert state.constraint_features.tolist() == present
+        L = float(batch.losses.detach().mean())
+        for i, g in enumerate(present):
+            Lg = float(batch.losses.detach()[batch.groups == g].mean())
+            expected = (Lg - float(ref.loss[g])) - (L - ref.overall_loss)
+            assert float(state.violation[i]) == pytest.approx(expected, abs=1e-5)
+        # strict, for full groups, by a loop
+        full = [g for g in range(G) if len(queues[g]) == k]
+        if not full:
+            assert state.strict_violation is None
+            continue
+        assert state.strict_constraint_features.tolist() == full
+        acc = {g: sum(queues[g]) / k for g in full}
+        p = {g: float(ref.frequency[g]) for g in full}
+        overall = sum(p[g] * acc[g] for g in full) / sum(p.values())
+        for i, g in enumerate(full):
+            expected = (float(ref.accuracy[g]) - acc[g]) - (ref.overall_accuracy - overall) - eps
+            assert float(state.strict_violation[i]) == pytest.approx(expected, abs=1e-5)
+        assert state.strict_violation.grad_fn is None
+        state.violation.sum().backward(retain_graph=True)
+        assert batch.logits.grad is not None
+
+
+def test_unweighted_overall_estimate_is_the_plain_mean():
+    G = 3
+    ref = DenseReference(torch.ones(G), torch.zeros(G), 1.0, 0.0, torch.tensor([0.8, 0.1, 0.1]))
+    values, available = torch.tensor([0.0, 1.0, 1.0]), torch.tensor([True, True, True])
+    assert float(ref.overall_estimate(values, available, weighted=False)) == pytest.approx(2 / 3)
+    assert float(ref.overall_estimate(values, available, weighted=True)) == pytest.approx(0.2)
+
+
+class SignModel(nn.Module):
+    """logits = [w x, -w x]: predicts class 0 when x > 0; trainable w."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.w * x, -self.w * x], dim=1)
+
+
+def test_ceag_step_grows_multiplier_of_violated_group_only():
+    G, k, eps, dual_lr = 2, 4, 0.01, 0.1
+    ref = DenseReference(torch.ones(G), torch.zeros(G), 1.0, 0.0, torch.tensor([0.5, 0.5]))
+    constraint = ExcessAccuracyGap(ref, eps, buffer_size=k)
+    problem = FairnessProblem([constraint], ["ceag"])
+    model = SignModel()
+    optimizer = build_cooper_optimizer(
+        problem, torch.optim.SGD(model.parameters(), lr=0.0), [DualConfig(lr=dual_lr, optimizer="sgd")]
+    )
+    x = torch.ones(8, 1)
+    groups = torch.tensor([0, 1] * 4)
+    targets = torch.tensor([1, 0] * 4)  # group 0 always wrong, group 1 always right
+    optimizer.roll({"model": model, "inputs": x, "targets": targets, "groups": groups})
+    lam = constraint.multiplier_values()
+    # ψ[0] = (1 − 0) − (1 − 0.5) = 0.5;  ψ[1] = (1 − 1) − (1 − 0.5) = −0.5
+    assert float(lam[0]) == pytest.approx(dual_lr * (0.5 - eps))
+    assert float(lam[1]) == 0.0
+    optimizer.roll({"model": model, "inputs": x, "targets": targets, "groups": groups})
+    assert float(constraint.multiplier_values()[0]) == pytest.approx(2 * dual_lr * (0.5 - eps))
+    assert float(constraint.multiplier_values()[1]) == 0.0
+
+
+def test_equalized_loss_rows_and_buffer():
+    G, tol = 4, 0.05
+    ref_batch = make_batch(G, 200, 3)
+    ref = reference_from(ref_batch.correct, ref_batch.losses.detach(), ref_batch.groups, G)
+    batch = make_batch(G, 64, 9)
+    state = EqualizedLoss(ref, tol).compute(batch)
+    present = sorted(set(batch.groups.tolist()))
+    assert state.constraint_features.tolist() == present + [g + G for g in present]
+    L = float(batch.losses.detach().mean())
+    for i, g in enumerate(present):
+        gap = float(batch.losses[batch.groups == g].mean()) - L
+        assert float(state.violation[i]) == pytest.approx(gap - tol, abs=1e-5)
+        assert float(state.violation[i + len(present)]) == pytest.approx(-gap - tol, abs=1e-5)
+    with_buffer = EqualizedLoss(ref, tol, buffer_size=1000)
+    assert with_buffer.compute(batch).strict_violation is None  # buffers not full yet
+    small = EqualizedLoss(ref, tol, buffer_size=2)
+    state = small.compute(batch)
+    assert state.strict_constraint_features.numel() == 2 * len(present)
+
+
+def test_empty_dual_update_is_skipped_by_cooper():
+    G = 3
+    ref = DenseReference(torch.ones(G), torch.zeros(G), 1.0, 0.0, torch.full((G,), 1 / 3))
+    constraint = ExcessAccuracyGap(ref, 0.0, buffer_size=100)
+    problem = FairnessProblem([constraint], ["ceag"])
+    model = SignModel()
+    optimizer = build_cooper_optimizer(problem, torch.optim.SGD(model.parameters(), lr=0.1), [DualConfig()])
+    rollout = optimizer.roll(
+        {
+            "model": model,
+            "inputs": torch.ones(6, 1),
+            "targets": torch.ones(6).long(),
+            "groups": torch.tensor([0, 1, 2, 0, 1, 2]),
+        }
+    )
+    assert isinstance(rollout.cmp_state, cooper.CMPState)
+    assert constraint.multiplier_values().tolist() == [0.0, 0.0, 0.0]
