@@ -22,3 +22,7 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt or does not match the run."""
+
+
+class TrainingDiverged(UserError):
+    """The loss became non-finite, almost always because a learning rate is too large."""

@@ -104,13 +104,15 @@ def prepare_run_dir(cfg: ExperimentConfig, output: str | Path | None, resume: bo
 class Experiment:
     """Builds the stages of one config and runs them; see the module docstring."""
 
-    def __init__(self, cfg: ExperimentConfig, progress: bool = False) -> None:
+    def __init__(
+        self, cfg: ExperimentConfig, data: TabularData | None = None, progress: bool = False
+    ) -> None:
         self.cfg, self.progress = cfg, progress
         self.run_dir = Path(cfg.output_dir) / cfg.name
         self.resume = False
         torch.manual_seed(cfg.seed)
         self.device = torch.device(cfg.device)
-        self.data = load_data(cfg)
+        self.data = data if data is not None else load_data(cfg)
         self.groups = GroupIndex.from_lists(self.data.attribute_names, self.data.attribute_values)
         self.group_names = self.groups.names
         splits = {}
@@ -236,6 +238,7 @@ class Experiment:
             m for m in ("nft", "el", "ceag") if m in cfg.methods or (m == "nft" and "nft_es" in cfg.methods)
         ]
         methods: dict[str, Any] = {}
+        achieved: dict[str, Any] = {}
         for method in trained:
             model = self._new_model()
             constraints, duals = self.method_constraints(method, reference)
@@ -275,7 +278,8 @@ class Experiment:
 
 
 def _achieved_sparsity(pruner: MagnitudePruner | None) -> dict[str, Any]:
-    assert pruner is not None
+    if pruner is None:
+        return {}
     return {"overall": pruner.overall_sparsity(), "layers": pruner.layer_sparsity()}
 
 
@@ -292,10 +296,18 @@ def _read_history(path: Path) -> list[dict[str, Any]]:
 
 
 def run_experiment(
-    cfg: ExperimentConfig, output: str | Path | None = None, resume: bool = False, progress: bool = False
+    cfg: ExperimentConfig,
+    output: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    data: TabularData | None = None,
 ) -> RunResult:
-    """Run the protocol of ``cfg``; returns the run folder and the metrics written to it."""
-    experiment = Experiment(cfg, progress=progress)  # loads and checks the data first
+    """Run the protocol of ``cfg``; returns the run folder and the metrics written to it.
+
+    ``data`` replaces ``cfg.data`` with already loaded data, for example
+    ``constrained_fairness.data.from_records(dataframe, target=..., protected=[...])``.
+    """
+    experiment = Experiment(cfg, data=data, progress=progress)  # loads and checks the data first
     run_dir = prepare_run_dir(cfg, output, resume)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*TensorBoard.*")

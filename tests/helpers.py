@@ -20,7 +20,7 @@ def write_synthetic_csv(path: Path, rows: int = 600, seed: int = 0) -> Path:
     lines = ["x1,x2,job,color,sex,label"]
     lines += [
         f"{a:.4f},{b:.4f},{j},{c},{s},{y}"
-        for a, b, j, c, s, y in zip(x1, x2, job, color, sex, label, strict=False)
+        for a, b, j, c, s, y in zip(x1, x2, job, color, sex, label, strict=True)
     ]
     path.write_text("\n".join(lines) + "\n")
     return path

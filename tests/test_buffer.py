@@ -12,7 +12,7 @@ def run_against_deques(num_groups, k, batches):
     ref = [deque(maxlen=k) for _ in range(num_groups)]
     for values, groups in batches:
         buf.push(values, groups)
-        for v, g in zip(values.tolist(), groups.tolist(), strict=False):
+        for v, g in zip(values.tolist(), groups.tolist(), strict=True):
             ref[g].append(v)
         for g in range(num_groups):
             assert buf.contents(g).tolist() == pytest.approx(list(ref[g]))

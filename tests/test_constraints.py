@@ -34,7 +34,7 @@ def test_ceag_proxy_and_strict_violation_match_a_per_group_loop():
     for step in range(4):
         batch = make_batch(G, 13, step + 1, requires_grad=True)
         state = constraint.compute(batch)
-        for c, g in zip(batch.correct.tolist(), batch.groups.tolist(), strict=False):
+        for c, g in zip(batch.correct.tolist(), batch.groups.tolist(), strict=True):
             queues[g].append(c)
         # proxy, for present groups, by a loop
         present = sorted(set(batch.groups.tolist()))

@@ -53,7 +53,7 @@ def build(dual_optimizer: str) -> Trainer:
 
 
 def assert_same(a: Trainer, b: Trainer) -> None:
-    for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=False):
+    for (name, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
     assert torch.equal(a.problem.ceag.multiplier_values(), b.problem.ceag.multiplier_values())
     assert torch.equal(a.problem.ceag.buffer.values, b.problem.ceag.buffer.values)

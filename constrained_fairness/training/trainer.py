@@ -10,6 +10,7 @@ bit-identically on CPU.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import cooper
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import TrainingDiverged
 from ..problem import FairnessProblem
 from ..sparsity import MagnitudePruner
 from .batches import TensorBatches
@@ -122,6 +124,12 @@ class Trainer:
                     self.pruner.prune_to(target)
             lr = self.primal_optimizer.param_groups[0]["lr"]
             train_loss = self.train_epoch()
+            if not math.isfinite(train_loss):
+                raise TrainingDiverged(
+                    f"training diverged in stage {self.name!r} at epoch {self.epoch} (non-finite loss); "
+                    "lower the learning rate or the dual learning rate (e.g. ceag.dual.lr), or use the nupi "
+                    "dual optimizer; the last good checkpoint is kept"
+                )
             if self.scheduler is not None:
                 self.scheduler.step()
             evaluation = self.evaluate(self.model)
