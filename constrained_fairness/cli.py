@@ -13,8 +13,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .errors import UserError
-
 EXIT_USER_ERROR = 2
 
 
@@ -80,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(dump_config(load_config(args.config, args.overrides)), end="")
         return 0
-    except (UserError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        # UserError is a ValueError; plain ValueErrors come from torch and Cooper argument checks.
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"cfair: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR

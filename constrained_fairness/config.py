@@ -124,7 +124,7 @@ class ExperimentConfig:
     name: str = "adult_default"
     seed: int = 0
     output_dir: str = "runs"
-    device: str = "cpu"
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto (cuda when available)
     eval_batch_size: int = 8192
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     data: DataConfig = field(default_factory=DataConfig)
@@ -161,11 +161,39 @@ class ExperimentConfig:
                 f"{key}.optimizer must be sgd or nupi, got {dual.optimizer!r}",
             )
             _require(dual.lr > 0, f"{key}.lr must be > 0, got {dual.lr}")
+            _require(0 <= dual.nupi_ema < 1, f"{key}.nupi_ema must lie in [0, 1), got {dual.nupi_ema}")
         for key, value in (
             ("dense.batch_size", self.dense.batch_size),
             ("finetune.batch_size", f.batch_size),
+            ("eval_batch_size", self.eval_batch_size),
         ):
             _require(value >= 1, f"{key} must be >= 1, got {value}")
+        _require(self.dense.epochs >= 0, f"dense.epochs must be >= 0, got {self.dense.epochs}")
+        for key, value in (
+            ("dense.lr", self.dense.lr),
+            ("finetune.lr", f.lr),
+            ("finetune.lr_gamma", f.lr_gamma),
+        ):
+            _require(value > 0, f"{key} must be > 0, got {value}")
+        for key, value in (
+            ("dense.weight_decay", self.dense.weight_decay),
+            ("finetune.weight_decay", f.weight_decay),
+            ("finetune.momentum", f.momentum),
+        ):
+            _require(value >= 0, f"{key} must be >= 0, got {value}")
+        _require(not f.nesterov or f.momentum > 0, "finetune.nesterov needs finetune.momentum > 0")
+        _require(
+            all(h >= 1 for h in self.model.hidden),
+            f"model.hidden widths must be >= 1, got {self.model.hidden}",
+        )
+        _require(
+            set(p.dense_layers) <= {"first", "last"},
+            f"pruning.dense_layers may hold first and last, got {p.dense_layers}",
+        )
+        _require(
+            self.device in ("auto", "cpu") or self.device.startswith("cuda"),
+            f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
+        )
         _require(
             all(0 < m <= 1 for m in f.lr_milestones),
             "finetune.lr_milestones are fractions of the sparse-stage epochs in (0, 1], "
@@ -237,6 +265,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
@@ -267,6 +300,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"YAML syntax error in {path}{where}; fix the file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
     for override in overrides or []:
         keys, value = parse_override(override)
         node = data

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from .config import ExperimentConfig, dump_config
 from .constraints import DenseReference, EqualizedLoss, ExcessAccuracyGap, GroupConstraint
 from .data import TabularData, load_adult, load_csv
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .groups import GroupIndex
 from .models import build_model
 from .problem import FairnessProblem
@@ -52,6 +53,15 @@ SPLITS = ("train", "val", "test")
 class RunResult:
     run_dir: Path
     metrics: dict[str, Any]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; a CUDA device that is absent is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} is not available on this machine; use device: cpu or auto")
+    return torch.device(name)
 
 
 def load_data(cfg: ExperimentConfig) -> TabularData:
@@ -111,11 +121,12 @@ class Experiment:
         self.run_dir = Path(cfg.output_dir) / cfg.name
         self.resume = False
         torch.manual_seed(cfg.seed)
-        self.device = torch.device(cfg.device)
+        self.device = resolve_device(cfg.device)
         self.data = data if data is not None else load_data(cfg)
         self.groups = GroupIndex.from_lists(self.data.attribute_names, self.data.attribute_values)
         self.group_names = self.groups.names
         splits = {}
+        self.history: list[dict[str, Any]] = []
         for name in SPLITS:
             split = getattr(self.data, name)
             splits[name] = (split.features, split.targets, self.groups.ids(split.attributes))
@@ -162,6 +173,7 @@ class Experiment:
         )
         self._resume_into(trainer, "dense")
         trainer.run(d.epochs, self._checkpoint("dense"))
+        self.history += trainer.history
         return model
 
     def sparse_trainer(
@@ -206,7 +218,10 @@ class Experiment:
     def run(self, run_dir: Path, resume: bool = False) -> dict[str, Any]:
         self.run_dir, self.resume = run_dir, resume
         cfg, start = self.cfg, time.perf_counter()
+        if resume:
+            check_same_config(self.run_dir / "config.yaml", cfg)
         (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+        self.history: list[dict[str, Any]] = []
         if not self.resume:
             (self.run_dir / "history.jsonl").unlink(missing_ok=True)
         self.logger = RunLogger(self.run_dir, cfg.to_dict(), cfg.logging.wandb, cfg.logging.tensorboard)
@@ -218,19 +233,24 @@ class Experiment:
         _write_json_atomic(self.run_dir / "metrics.json", metrics)
         from .report import write_report
 
-        write_report(self.run_dir, metrics, _read_history(self.run_dir / "history.jsonl"), self.group_names)
+        # history.jsonl was streamed during the run; rewrite it from the checkpointed
+        # histories so that a resumed run has each epoch exactly once.
+        lines = "".join(json.dumps(record) + "\n" for record in self.history)
+        _write_text_atomic(self.run_dir / "history.jsonl", lines)
+        write_report(self.run_dir, metrics, self.history, self.group_names)
         return metrics
 
     def _run_stages(self) -> dict[str, Any]:
         cfg = self.cfg
         dense = self.dense_model()
         dense_stats = self.evaluator.set_dense_reference(dense)
-        reference = DenseReference.from_stats(dense_stats["train"])
+        reference = DenseReference.from_stats(dense_stats["train"]).to(self.device)
 
         branch = 0 if cfg.pruning.mitigate_while_pruning else cfg.pruning.epochs - 1
         shared = self.sparse_trainer("gmp", dense, [], [])
         self._resume_into(shared, "gmp")
         shared.run(branch, self._checkpoint("gmp"))
+        self.history += shared.history
         shared_state = shared.state_dict()
         total = cfg.pruning.epochs + cfg.finetune.epochs
 
@@ -248,6 +268,7 @@ class Experiment:
             else:
                 trainer.load_state_dict(shared_state, primal_only=True)
             trainer.run(total, self._checkpoint(method))
+            self.history += trainer.history
             if method in cfg.methods:
                 methods[method] = self._method_metrics(model, trainer.epoch - 1)
                 if trainer.problem.is_constrained:
@@ -283,16 +304,40 @@ def _achieved_sparsity(pruner: MagnitudePruner | None) -> dict[str, Any]:
     return {"overall": pruner.overall_sparsity(), "layers": pruner.layer_sparsity()}
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
+def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False))
+    tmp.write_text(text)
     tmp.replace(path)
 
 
-def _read_history(path: Path) -> list[dict[str, Any]]:
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    _write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False))
+
+
+def check_same_config(path: Path, cfg: ExperimentConfig) -> None:
+    """Resuming with another config would mix two runs: name the first differing key."""
     if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return
+    old = _flatten(yaml.safe_load(path.read_text()) or {})
+    new = _flatten(cfg.to_dict())
+    for key in sorted(set(old) | set(new)):
+        if key.startswith(("logging.", "output_dir")):
+            continue
+        if old.get(key) != new.get(key):
+            raise CheckpointError(
+                f"cannot resume: config key '{key}' was {old.get(key)!r} in {path} and is now "
+                f"{new.get(key)!r}; resume with the run's config or start a new run"
+            )
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def run_experiment(

@@ -111,7 +111,7 @@ class MagnitudePruner:
             raise ValueError(
                 f"mask layers {sorted(state['masks'])} do not match the model's {sorted(self.masks)}"
             )
-        self.masks = {k: v.clone().bool() for k, v in state["masks"].items()}
+        self.masks = {k: v.to(self.layers[k].weight.device).bool() for k, v in state["masks"].items()}
         self.target = float(state["target"])
         self.apply()
 

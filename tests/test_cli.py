@@ -125,3 +125,31 @@ def test_missing_csv_column_for_protected_attribute(tmp_path, capsys):
     config = tiny_config(tmp_path, csv=csv)
     assert main(["run", str(config), "--quiet", "--set", "data.target=income"]) == 2
     assert "income" in capsys.readouterr().err
+
+
+def test_protocol_resume_after_a_crash_matches_a_straight_run(tmp_path):
+    """Methods branch from a copy of the shared GMP state: a run resumed after NFT finished
+    (EL and CEAG checkpoints lost) must give the straight run's results exactly."""
+    config = tiny_config(tmp_path, methods="[nft, el, ceag]")
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    assert main(["run", str(config), "--output", str(straight), "--quiet"]) == 0
+    assert main(["run", str(config), "--output", str(crashed), "--quiet"]) == 0
+    for name in ("el.pt", "ceag.pt"):
+        (crashed / "checkpoints" / name).unlink()
+    (crashed / "metrics.json").unlink()
+    assert main(["run", str(config), "--output", str(crashed), "--quiet", "--resume"]) == 0
+    a = json.loads((straight / "metrics.json").read_text())["methods"]
+    b = json.loads((crashed / "metrics.json").read_text())["methods"]
+    assert a == b
+    history = [json.loads(line) for line in (crashed / "history.jsonl").read_text().splitlines()]
+    keys = [(r["method"], r["epoch"]) for r in history]
+    assert len(keys) == len(set(keys))  # each epoch exactly once after the resume
+
+
+def test_resume_with_another_config_is_refused(tmp_path, capsys):
+    config = tiny_config(tmp_path, methods="[nft]")
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--output", str(out), "--quiet"]) == 0
+    code = main(["run", str(config), "--output", str(out), "--quiet", "--resume", "--set", "finetune.lr=0.5"])
+    assert code == 2
+    assert "finetune.lr" in capsys.readouterr().err

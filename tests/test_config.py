@@ -49,3 +49,10 @@ def test_yaml_syntax_error_is_a_config_error(tmp_path):
     path.write_text("name: [x\n")
     with pytest.raises(ConfigError, match="YAML syntax error"):
         load_config(path)
+
+
+def test_exponent_floats_written_as_yaml_1_1_strings_are_accepted(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("ceag: {dual: {lr: 1e-4}}\n")
+    assert load_config(path, ["finetune.lr=1e-2"]).ceag.dual.lr == 1e-4
+    assert load_config(path, ["finetune.lr=1e-2"]).finetune.lr == 1e-2

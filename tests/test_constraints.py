@@ -132,7 +132,7 @@ def test_empty_dual_update_is_skipped_by_cooper():
     rollout = optimizer.roll(
         {
             "model": model,
-            "inputs": torch.ones(6, 1),
+            "inputs": torch.tensor([[1.0], [2.0], [3.0], [1.0], [2.0], [3.0]]),  # unequal group losses
             "targets": torch.ones(6).long(),
             "groups": torch.tensor([0, 1, 2, 0, 1, 2]),
         }

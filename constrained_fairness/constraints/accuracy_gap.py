@@ -40,14 +40,14 @@ class ExcessAccuracyGap(GroupConstraint):
         buffer_size: int = 40,
         overall_estimate: Literal["weighted", "unweighted"] = "weighted",
     ) -> None:
-        super().__init__(num_constraints=reference.num_groups, tolerance=check_tolerance(tolerance, "ceag"))
+        super().__init__(reference.num_groups, check_tolerance(tolerance, "ceag"), reference.device)
         if overall_estimate not in ("weighted", "unweighted"):
             raise ConfigError(
                 f"overall_estimate must be 'weighted' or 'unweighted', got {overall_estimate!r}"
             )
         self.reference = reference
         self.weighted = overall_estimate == "weighted"
-        self.buffer = ReplayBuffer(reference.num_groups, buffer_size)
+        self.buffer = ReplayBuffer(reference.num_groups, buffer_size, reference.device)
 
     def compute(self, batch: BatchOutputs) -> cooper.ConstraintState:
         ref, groups = self.reference, batch.groups

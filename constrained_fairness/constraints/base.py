@@ -60,11 +60,11 @@ class GroupConstraint(cooper.Constraint, abc.ABC):
     if they keep state besides the multiplier (for example a replay buffer).
     """
 
-    def __init__(self, num_constraints: int, tolerance: float) -> None:
+    def __init__(self, num_constraints: int, tolerance: float, device: torch.device | str = "cpu") -> None:
         # Cooper 1.0.x: call ``super().__init__()`` before assigning attributes.
         super().__init__(
             constraint_type=cooper.ConstraintType.INEQUALITY,
-            multiplier=IndexedMultiplier(num_constraints=num_constraints),
+            multiplier=IndexedMultiplier(num_constraints=num_constraints, device=torch.device(device)),
         )
         self.num_constraints = num_constraints
         self.tolerance = tolerance
@@ -90,9 +90,15 @@ def indexed_state(
     strict: torch.Tensor | None,
     strict_ids: torch.Tensor | None,
 ) -> cooper.ConstraintState:
-    """Assemble a ``ConstraintState``; the dual update is skipped while no estimate exists."""
+    """Assemble a ``ConstraintState``.
+
+    While no strict estimate exists (no full buffer yet) the dual update is skipped,
+    rather than letting Cooper fall back to the proxy for it.
+    """
     if strict is None or strict_ids is None:
-        return cooper.ConstraintState(violation=proxy, constraint_features=proxy_ids)
+        return cooper.ConstraintState(
+            violation=proxy, constraint_features=proxy_ids, contributes_to_dual_update=False
+        )
     return cooper.ConstraintState(
         violation=proxy,
         constraint_features=proxy_ids,

@@ -27,11 +27,11 @@ class EqualizedLoss(GroupConstraint):
         self, reference: DenseReference, tolerance: float, buffer_size: int = 0, weighted_overall: bool = True
     ) -> None:
         num_groups = reference.num_groups
-        super().__init__(num_constraints=2 * num_groups, tolerance=check_tolerance(tolerance, "el"))
+        super().__init__(2 * num_groups, check_tolerance(tolerance, "el"), reference.device)
         self.num_groups = num_groups
         self.reference = reference
         self.weighted = weighted_overall
-        self.buffer = ReplayBuffer(num_groups, buffer_size) if buffer_size > 0 else None
+        self.buffer = ReplayBuffer(num_groups, buffer_size, reference.device) if buffer_size > 0 else None
 
     def _rows(self, gap: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.cat([gap - self.tolerance, -gap - self.tolerance]), torch.cat(

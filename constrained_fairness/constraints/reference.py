@@ -39,6 +39,20 @@ class DenseReference:
         )
 
     @property
+    def device(self) -> torch.device:
+        return self.accuracy.device
+
+    def to(self, device: torch.device | str) -> DenseReference:
+        """The same statistics on ``device``."""
+        return DenseReference(
+            self.accuracy.to(device),
+            self.loss.to(device),
+            self.overall_accuracy,
+            self.overall_loss,
+            self.frequency.to(device),
+        )
+
+    @property
     def num_groups(self) -> int:
         return int(self.accuracy.numel())
 
@@ -53,5 +67,5 @@ class DenseReference:
         values = group_values[available]
         if not weighted:
             return values.mean()
-        weights = self.frequency.to(values.device)[available]
+        weights = self.frequency[available]
         return (weights * values).sum() / weights.sum()

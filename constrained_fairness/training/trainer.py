@@ -195,6 +195,9 @@ class Trainer:
         """Restore a checkpoint; ``primal_only`` starts a new method from a shared stage
         (model, masks, primal optimizer, scheduler and counters), with fresh multipliers,
         buffers, history and best iterate."""
+        # torch optimizers and masks keep the loaded tensors themselves (no copy on the same
+        # device): copy, so that trainers started from one state never share buffers.
+        state = copy.deepcopy(state)
         self.model.load_state_dict(state["model"])
         if self.pruner is not None and state["pruner"] is not None:
             self.pruner.load_state_dict(state["pruner"])
