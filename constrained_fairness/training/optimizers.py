@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import cooper
@@ -10,6 +11,10 @@ from cooper.optim import AlternatingDualPrimalOptimizer, UnconstrainedOptimizer,
 
 from ..config import DualConfig
 from ..problem import FairnessProblem
+
+# nuPI builds sparse updates for the IndexedMultiplier; torch warns once that sparse
+# invariant checks are off by default, which says nothing actionable to our users.
+warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
 
 def build_dual_optimizer(params: Sequence[torch.nn.Parameter], cfg: DualConfig) -> torch.optim.Optimizer:
