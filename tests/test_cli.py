@@ -153,3 +153,18 @@ def test_resume_with_another_config_is_refused(tmp_path, capsys):
     code = main(["run", str(config), "--output", str(out), "--quiet", "--resume", "--set", "finetune.lr=0.5"])
     assert code == 2
     assert "finetune.lr" in capsys.readouterr().err
+
+
+def test_dense_stage_can_start_from_a_checkpoint(tmp_path):
+    config = tiny_config(tmp_path, methods="[nft]")
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["run", str(config), "--output", str(first), "--quiet"]) == 0
+    dense = first / "checkpoints" / "dense.pt"
+    assert (
+        main(["run", str(config), "--output", str(second), "--quiet", "--set", f"model.checkpoint={dense}"])
+        == 0
+    )
+    a = json.loads((first / "metrics.json").read_text())
+    b = json.loads((second / "metrics.json").read_text())
+    assert a["dense"] == b["dense"]
+    assert not (second / "checkpoints" / "dense.pt").exists()  # no dense training in the second run
