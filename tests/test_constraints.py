@@ -43,7 +43,7 @@ def test_ceag_proxy_and_strict_violation_match_a_per_group_loop():
         for i, g in enumerate(present):
             Lg = float(batch.losses.detach()[batch.groups == g].mean())
             expected = (Lg - float(ref.loss[g])) - (L - ref.overall_loss)
-            assert float(state.violation[i]) == pytest.approx(expected, abs=1e-5)
+            assert float(state.violation.detach()[i]) == pytest.approx(expected, abs=1e-5)
         # strict, for full groups, by a loop
         full = [g for g in range(G) if len(queues[g]) == k]
         if not full:
