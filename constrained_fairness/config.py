@@ -19,7 +19,9 @@ import yaml
 
 from .errors import ConfigError
 
-METHODS = ("nft", "nft_es", "el", "ceag")
+METHODS = ("nft", "nft_es", "el", "ceag", "constrained")
+DEFAULT_METHODS = ("nft", "nft_es", "el", "ceag")
+RATE_TYPES = ("demographic_parity", "equal_opportunity", "equalized_odds")
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "adult_default.yaml"
 
 
@@ -97,6 +99,27 @@ class DualConfig:
 
 
 @dataclass
+class ConstraintConfig:
+    """One entry of ``constraints:``, the constraints of the ``constrained`` method.
+
+    ``type``: demographic_parity | equal_opportunity | equalized_odds | accuracy_parity |
+    bounded_group_loss | excess_accuracy_gap | equalized_loss (or a registered type).
+    """
+
+    type: str = ""
+    name: str | None = None  # default: the type, numbered if repeated
+    attributes: list[str] | None = None  # default: data.protected
+    mode: str = "intersectional"  # intersectional | marginal
+    tolerance: float = 0.05
+    form: str = "group_vs_overall"  # group_vs_overall | max_min (rate and accuracy parity)
+    temperature: float = 1.0  # of the sigmoid / softmax proxies
+    positive_class: int | None = None  # rates: the positive class; required (one-vs-rest) for > 2 classes
+    bound: float | None = None  # bounded_group_loss: L_g <= bound
+    buffer_size: int = 40  # replay buffer of the strict statistic; 0: batch estimate
+    dual: DualConfig = field(default_factory=DualConfig)
+
+
+@dataclass
 class CEAGConfig:
     tolerance: float = 0.01
     buffer_size: int = 40
@@ -126,7 +149,7 @@ class ExperimentConfig:
     output_dir: str = "runs"
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (cuda when available)
     eval_batch_size: int = 8192
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     dense: DenseConfig = field(default_factory=DenseConfig)
@@ -134,6 +157,7 @@ class ExperimentConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     ceag: CEAGConfig = field(default_factory=CEAGConfig)
     el: ELConfig = field(default_factory=ELConfig)
+    constraints: list[ConstraintConfig] = field(default_factory=list)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate(self) -> ExperimentConfig:
@@ -205,6 +229,24 @@ class ExperimentConfig:
             f"unknown method {unknown[0]!r} in methods; choose from {', '.join(METHODS)}" if unknown else "",
         )
         _require(bool(self.methods), f"methods is empty; choose some of {', '.join(METHODS)}")
+        _require(
+            "constrained" not in self.methods or bool(self.constraints),
+            "method constrained needs a constraints: list, e.g. [{type: demographic_parity}]",
+        )
+        for i, c in enumerate(self.constraints):
+            key = f"constraints[{i}]"
+            _require(bool(c.type), f"{key}.type is missing; e.g. type: demographic_parity")
+            _require(c.tolerance >= 0, f"{key}.tolerance must be >= 0, got {c.tolerance}")
+            _require(
+                c.mode in ("intersectional", "marginal"), f"{key}.mode must be intersectional or marginal"
+            )
+            _require(
+                c.form in ("group_vs_overall", "max_min"), f"{key}.form must be group_vs_overall or max_min"
+            )
+            _require(
+                c.buffer_size >= 0, f"{key}.buffer_size must be >= 0 (0: batch estimate), got {c.buffer_size}"
+            )
+            _require(c.temperature > 0, f"{key}.temperature must be > 0, got {c.temperature}")
         _require(
             self.data.name in ("adult", "csv"), f"data.name must be adult or csv, got {self.data.name!r}"
         )

@@ -76,3 +76,92 @@ class GroupIndex:
         if len(card) > 1:
             strides[:-1] = torch.flip(torch.cumprod(torch.flip(card[1:], [0]), 0), [0])
         return (codes.long() * strides).sum(dim=1)
+
+
+MODES = ("intersectional", "marginal")
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Groups over some of the protected attributes, and each sample's memberships.
+
+    ``mode="intersectional"``: one group per combination of the chosen attributes; every
+    sample is in exactly one group. ``mode="marginal"``: each value of each attribute is
+    its own group, ``G = Σ_a |values_a|``; a sample is in one group per attribute.
+
+    Memberships are a pair of ``(M,)`` index tensors ``(rows, groups)``: sample
+    ``rows[m]`` belongs to group ``groups[m]``. Groups are ordered sample by sample, so
+    per-group order follows batch order. The groups of one *partition* (all groups of an
+    intersectional grouping, or the groups of one attribute in marginal mode) split the
+    samples: partition ``partition[g]`` is where group ``g``'s "overall" is measured.
+    """
+
+    index: GroupIndex  # the attributes used, in the order given
+    columns: tuple[int, ...]  # their columns in the (N, A) code matrix of the data
+    mode: str
+
+    @classmethod
+    def create(
+        cls, data_index: GroupIndex, attributes: Sequence[str] | None = None, mode: str = "intersectional"
+    ):
+        """Select ``attributes`` (default: all) of the data's protected attributes."""
+        if mode not in MODES:
+            raise DataError(f"group mode must be intersectional or marginal, got {mode!r}")
+        names = list(attributes) if attributes else list(data_index.attribute_names)
+        known = data_index.attribute_names
+        for name in names:
+            if name not in known:
+                raise DataError(
+                    f"attribute {name!r} is not a protected attribute of the data; choose from "
+                    f"{', '.join(known)} (or add it to data.protected)"
+                )
+        if len(set(names)) != len(names):
+            raise DataError(f"attributes {names} name an attribute twice")
+        columns = tuple(known.index(n) for n in names)
+        values = [data_index.attribute_values[c] for c in columns]
+        return cls(GroupIndex.from_lists(names, values), columns, mode)
+
+    @property
+    def num_groups(self) -> int:
+        if self.mode == "intersectional":
+            return self.index.num_groups
+        return sum(self.index.cardinalities)
+
+    @property
+    def names(self) -> list[str]:
+        if self.mode == "intersectional":
+            return self.index.names
+        return [
+            f"{a}={v}"
+            for a, vals in zip(self.index.attribute_names, self.index.attribute_values, strict=True)
+            for v in vals
+        ]
+
+    @property
+    def partition(self) -> torch.Tensor:
+        """``(G,)`` partition id of each group."""
+        if self.mode == "intersectional":
+            return torch.zeros(self.num_groups, dtype=torch.long)
+        card = torch.tensor(self.index.cardinalities)
+        return torch.repeat_interleave(torch.arange(len(card)), card)
+
+    @property
+    def num_partitions(self) -> int:
+        return 1 if self.mode == "intersectional" else len(self.columns)
+
+    def memberships(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rows, groups)`` for an ``(B, A)`` matrix of the data's attribute codes."""
+        selected = codes[:, list(self.columns)]
+        n = codes.shape[0]
+        if self.mode == "intersectional":
+            return torch.arange(n, device=codes.device), self.index.ids(selected)
+        card = torch.tensor(self.index.cardinalities, device=codes.device)
+        offsets = torch.cumsum(card, 0) - card
+        groups = (selected.long() + offsets).flatten()
+        rows = torch.arange(n, device=codes.device).repeat_interleave(len(self.columns))
+        return rows, groups
+
+    @classmethod
+    def single(cls, num_groups: int, name: str = "group") -> Grouping:
+        """One attribute whose codes are the group ids ``0..G−1`` (tests, custom code)."""
+        return cls(GroupIndex((name,), (tuple(str(g) for g in range(num_groups)),)), (0,), "intersectional")

@@ -55,6 +55,22 @@ class GroupStats:
     overall_loss: float
 
     @classmethod
+    def from_memberships(
+        cls,
+        correct: torch.Tensor,
+        losses: torch.Tensor,
+        rows: torch.Tensor,
+        groups: torch.Tensor,
+        num_groups: int,
+    ) -> GroupStats:
+        """Like :meth:`from_outputs` when a sample may belong to several groups (memberships
+        ``rows[m] ∈ groups[m]``); the overall statistics count each sample once."""
+        stats = cls.from_outputs(correct[rows], losses[rows], groups, num_groups)
+        stats.overall_accuracy = float(correct.double().mean()) if correct.numel() else float("nan")
+        stats.overall_loss = float(losses.double().mean()) if losses.numel() else float("nan")
+        return stats
+
+    @classmethod
     def from_outputs(
         cls, correct: torch.Tensor, losses: torch.Tensor, groups: torch.Tensor, num_groups: int
     ) -> GroupStats:

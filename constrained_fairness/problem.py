@@ -33,11 +33,12 @@ class FairnessProblem(cooper.ConstrainedMinimizationProblem):
         return len(self._constraints) > 0
 
     def compute_cmp_state(
-        self, model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor
+        self, model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, attributes: torch.Tensor
     ) -> cooper.CMPState:
+        """One forward pass; ``attributes`` are the ``(B, A)`` protected-attribute codes."""
         logits = model(inputs)
         losses = F.cross_entropy(logits, targets, reduction="none")
-        batch = BatchOutputs(logits=logits, targets=targets, groups=groups, losses=losses)
+        batch = BatchOutputs(logits=logits, targets=targets, attributes=attributes, losses=losses)
         observed = {}
         for constraint in self.constraints():
             state = constraint.compute(batch)

@@ -32,10 +32,18 @@ import torch
 import yaml
 
 from .config import ExperimentConfig, dump_config
-from .constraints import DenseReference, EqualizedLoss, ExcessAccuracyGap, GroupConstraint
+from .constraints import (
+    DenseReference,
+    EqualizedLoss,
+    ExcessAccuracyGap,
+    GroupConstraint,
+    GroupStatisticConstraint,
+)
+from .constraints.base import BatchOutputs
+from .constraints.registry import BuildContext, build_constraint
 from .data import TabularData, load_adult, load_csv
 from .errors import CheckpointError, ConfigError
-from .groups import GroupIndex
+from .groups import GroupIndex, Grouping
 from .models import build_model
 from .problem import FairnessProblem
 from .sparsity import MagnitudePruner, cubic_sparsity
@@ -64,17 +72,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def protected_attributes(cfg: ExperimentConfig) -> list[str]:
+    """``data.protected`` plus every attribute a constraint names, in order of appearance."""
+    names = list(cfg.data.protected)
+    for spec in cfg.constraints:
+        names += [a for a in spec.attributes or [] if a not in names]
+    return names
+
+
 def load_data(cfg: ExperimentConfig) -> TabularData:
     d = cfg.data
+    protected = protected_attributes(cfg)
     if d.name == "adult":
         return load_adult(
-            protected=d.protected, val_fraction=d.val_fraction, seed=cfg.seed, drop_protected=d.drop_protected
+            protected=protected, val_fraction=d.val_fraction, seed=cfg.seed, drop_protected=d.drop_protected
         )
     return load_csv(
         d.path,
         target=d.target,
         positive_value=d.positive_value,
-        protected=d.protected,
+        protected=protected,
         categorical=d.categorical,
         numeric=d.numeric,
         test_path=d.test_path,
@@ -123,15 +140,24 @@ class Experiment:
         torch.manual_seed(cfg.seed)
         self.device = resolve_device(cfg.device)
         self.data = data if data is not None else load_data(cfg)
-        self.groups = GroupIndex.from_lists(self.data.attribute_names, self.data.attribute_values)
-        self.group_names = self.groups.names
+        self.attributes = GroupIndex.from_lists(self.data.attribute_names, self.data.attribute_values)
+        self.grouping = Grouping.create(self.attributes, cfg.data.protected, "intersectional")
+        self.group_names = self.grouping.names
+        self.constraint_groupings = [
+            Grouping.create(self.attributes, spec.attributes or cfg.data.protected, spec.mode)
+            for spec in cfg.constraints
+        ]
+        self.constraint_names = _unique_names([spec.name or spec.type for spec in cfg.constraints])
         splits = {}
         self.history: list[dict[str, Any]] = []
         for name in SPLITS:
             split = getattr(self.data, name)
-            splits[name] = (split.features, split.targets, self.groups.ids(split.attributes))
+            splits[name] = (split.features, split.targets, split.attributes)
         self.splits = splits
-        self.evaluator = Evaluator(splits, self.groups.num_groups, cfg.eval_batch_size)
+        self.evaluator = Evaluator(splits, self.grouping, cfg.eval_batch_size)
+        self.context = BuildContext(self.data.num_classes, None, self.device)
+        # the declared constraints, built once more to evaluate every method against them
+        self.report_constraints: list[GroupStatisticConstraint] = []
         self.logger: RunLogger | None = None
 
     # -- helpers -----------------------------------------------------------------------
@@ -177,7 +203,12 @@ class Experiment:
         return model
 
     def sparse_trainer(
-        self, name: str, model: torch.nn.Module, constraints: list[GroupConstraint], duals: list
+        self,
+        name: str,
+        model: torch.nn.Module,
+        constraints: list[GroupConstraint],
+        names: list[str],
+        duals: list,
     ) -> Trainer:
         """A trainer for the sparse stage (GMP then fine-tuning) of one method."""
         p, f = self.cfg.pruning, self.cfg.finetune
@@ -187,7 +218,7 @@ class Experiment:
         )
         milestones = sorted({max(1, round(frac * total)) for frac in f.lr_milestones})
         scheduler = torch.optim.lr_scheduler.MultiStepLR(primal, milestones=milestones, gamma=f.lr_gamma)
-        problem = FairnessProblem(constraints, [name] * len(constraints) if len(constraints) == 1 else None)
+        problem = FairnessProblem(constraints, names)
         return Trainer(
             name,
             model,
@@ -205,14 +236,30 @@ class Experiment:
 
     def method_constraints(
         self, method: str, reference: DenseReference
-    ) -> tuple[list[GroupConstraint], list]:
+    ) -> tuple[list[GroupConstraint], list[str], list]:
+        """The constraints of a method, their names and their dual configs."""
         if method == "ceag":
             c = self.cfg.ceag
-            return [ExcessAccuracyGap(reference, c.tolerance, c.buffer_size, c.overall_estimate)], [c.dual]
+            ceag = ExcessAccuracyGap(reference, c.tolerance, c.buffer_size, c.overall_estimate, self.grouping)
+            return [ceag], ["ceag"], [c.dual]
         if method == "el":
             c = self.cfg.el
-            return [EqualizedLoss(reference, c.tolerance, c.buffer_size)], [c.dual]
-        return [], []
+            el = EqualizedLoss(self.grouping, c.tolerance, c.buffer_size, reference.frequency, self.device)
+            return [el], ["el"], [c.dual]
+        if method == "constrained":
+            return (
+                self.declared_constraints(),
+                list(self.constraint_names),
+                [s.dual for s in self.cfg.constraints],
+            )
+        return [], [], []
+
+    def declared_constraints(self) -> list[GroupConstraint]:
+        """Fresh instances of the ``constraints:`` entries."""
+        return [
+            build_constraint(spec, grouping, self.context)
+            for spec, grouping in zip(self.cfg.constraints, self.constraint_groupings, strict=True)
+        ]
 
     # -- the whole run -----------------------------------------------------------------
     def run(self, run_dir: Path, resume: bool = False) -> dict[str, Any]:
@@ -243,11 +290,16 @@ class Experiment:
     def _run_stages(self) -> dict[str, Any]:
         cfg = self.cfg
         dense = self.dense_model()
-        dense_stats = self.evaluator.set_dense_reference(dense)
-        reference = DenseReference.from_stats(dense_stats["train"]).to(self.device)
+        dense_outputs = self.evaluator.set_dense_reference(dense)
+        dense_stats = self.evaluator.dense or {}
+        self.context.dense_train = dense_outputs["train"]
+        reference = self.context.reference(self.grouping)
+        self.report_constraints = [
+            c for c in self.declared_constraints() if isinstance(c, GroupStatisticConstraint)
+        ]
 
         branch = 0 if cfg.pruning.mitigate_while_pruning else cfg.pruning.epochs - 1
-        shared = self.sparse_trainer("gmp", dense, [], [])
+        shared = self.sparse_trainer("gmp", dense, [], [], [])
         self._resume_into(shared, "gmp")
         shared.run(branch, self._checkpoint("gmp"))
         self.history += shared.history
@@ -255,14 +307,16 @@ class Experiment:
         total = cfg.pruning.epochs + cfg.finetune.epochs
 
         trained = [
-            m for m in ("nft", "el", "ceag") if m in cfg.methods or (m == "nft" and "nft_es" in cfg.methods)
+            m
+            for m in ("nft", "el", "ceag", "constrained")
+            if m in cfg.methods or (m == "nft" and "nft_es" in cfg.methods)
         ]
         methods: dict[str, Any] = {}
         achieved: dict[str, Any] = {}
         for method in trained:
             model = self._new_model()
-            constraints, duals = self.method_constraints(method, reference)
-            trainer = self.sparse_trainer(method, model, constraints, duals)
+            constraints, names, duals = self.method_constraints(method, reference)
+            trainer = self.sparse_trainer(method, model, constraints, names, duals)
             if self.resume and self._checkpoint(method).is_file():
                 trainer.load_state_dict(load_checkpoint(self._checkpoint(method)))
             else:
@@ -295,7 +349,36 @@ class Experiment:
         evaluation = self.evaluator(model)
         out: dict[str, Any] = {s: evaluation[s].to_metrics(self.group_names) for s in SPLITS}
         out["epoch"] = epoch
+        if self.report_constraints:
+            out["constraints"] = {
+                name: {s: constraint_report(c, evaluation[s].outputs) for s in SPLITS}
+                for name, c in zip(self.constraint_names, self.report_constraints, strict=True)
+            }
         return out
+
+
+def constraint_report(constraint: GroupStatisticConstraint, outputs: BatchOutputs) -> dict[str, Any]:
+    """Strict violations of every row of a constraint on a whole split (``null``: group absent)."""
+    values = constraint.evaluate(outputs).flatten().tolist()
+    finite = [v for v in values if v == v]
+    return {
+        "max_violation": max(finite) if finite else None,
+        "violations": {
+            n: (v if v == v else None) for n, v in zip(constraint.row_names(), values, strict=True)
+        },
+    }
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """``["dp", "dp"]`` → ``["dp", "dp_2"]``."""
+    out: list[str] = []
+    for name in names:
+        candidate, n = name, 1
+        while candidate in out:
+            n += 1
+            candidate = f"{name}_{n}"
+        out.append(candidate)
+    return out
 
 
 def _achieved_sparsity(pruner: MagnitudePruner | None) -> dict[str, Any]:

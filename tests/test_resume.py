@@ -4,6 +4,7 @@ import torch
 
 from constrained_fairness.config import DualConfig
 from constrained_fairness.constraints import DenseReference, ExcessAccuracyGap
+from constrained_fairness.groups import Grouping
 from constrained_fairness.metrics import GroupStats
 from constrained_fairness.models import MLP
 from constrained_fairness.problem import FairnessProblem
@@ -31,20 +32,21 @@ def build(dual_optimizer: str) -> Trainer:
     stats = GroupStats.from_outputs(
         (logits.argmax(1) == y).float(), torch.nn.functional.cross_entropy(logits, y, reduction="none"), g, G
     )
-    problem = FairnessProblem(
-        [ExcessAccuracyGap(DenseReference.from_stats(stats), 0.0, buffer_size=5)], ["ceag"]
-    )
+    grouping = Grouping.single(G)
+    reference = DenseReference.from_stats(stats)
+    problem = FairnessProblem([ExcessAccuracyGap(reference, 0.0, buffer_size=5, grouping=grouping)], ["ceag"])
     primal = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(primal, milestones=[2, 3], gamma=0.5)
     optimizer = build_cooper_optimizer(problem, primal, [DualConfig(lr=0.5, optimizer=dual_optimizer)])
-    evaluator = Evaluator({"train": (x, y, g), "val": (x[:50], y[:50], g[:50])}, G)
+    a = g.unsqueeze(1)
+    evaluator = Evaluator({"train": (x, y, a), "val": (x[:50], y[:50], a[:50])}, grouping)
     evaluator.set_dense_reference(model)
     return Trainer(
         "ceag",
         model,
         problem,
         optimizer,
-        TensorBatches(x, y, g, 32, seed=3),
+        TensorBatches(x, y, a, 32, seed=3),
         evaluator,
         scheduler=scheduler,
         pruner=MagnitudePruner(model),

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 from typing import Literal
 
-import cooper
 import torch
 
-from ..buffer import ReplayBuffer
 from ..errors import ConfigError
-from ..metrics import group_sums
-from .base import BatchOutputs, GroupConstraint, check_tolerance, indexed_state
+from ..groups import Grouping
+from .base import BatchOutputs
 from .reference import DenseReference
+from .statistic import GroupStatisticConstraint, SampleStatistic
 
 
-class ExcessAccuracyGap(GroupConstraint):
+class ExcessAccuracyGap(GroupStatisticConstraint):
     r"""One constraint per group: ``ψ[g](θ) ≤ ε``.
 
     Strict violation (dual update), from a replay buffer of per-sample correctness:
 
         ψ[g] − ε = (acc_d[g] − acc_buf[g]) − (acc_d − acc_buf) − ε
 
-    for the groups whose buffer is full, where ``acc_buf`` is the overall estimate
-    (frequency-weighted by default, see :meth:`DenseReference.overall_estimate`).
+    for the groups whose buffer is full, where ``acc_buf`` is the overall estimate,
+    ``Σ p[g] acc_buf[g] / Σ p[g]`` over the full groups with the training frequencies
+    ``p`` (``overall_estimate="weighted"``), or their plain mean (``"unweighted"``, the
+    reference code's choice, biased when groups are imbalanced).
 
     Proxy violation (primal gradient), for the groups present in the batch:
 
@@ -39,41 +40,44 @@ class ExcessAccuracyGap(GroupConstraint):
         tolerance: float,
         buffer_size: int = 40,
         overall_estimate: Literal["weighted", "unweighted"] = "weighted",
+        grouping: Grouping | None = None,
     ) -> None:
-        super().__init__(reference.num_groups, check_tolerance(tolerance, "ceag"), reference.device)
         if overall_estimate not in ("weighted", "unweighted"):
             raise ConfigError(
                 f"overall_estimate must be 'weighted' or 'unweighted', got {overall_estimate!r}"
             )
-        self.reference = reference
-        self.weighted = overall_estimate == "weighted"
-        self.buffer = ReplayBuffer(reference.num_groups, buffer_size, reference.device)
-
-    def compute(self, batch: BatchOutputs) -> cooper.ConstraintState:
-        ref, groups = self.reference, batch.groups
-        num_groups = ref.num_groups
-        counts = torch.bincount(groups, minlength=num_groups)
-        present = torch.nonzero(counts).flatten()
-        group_loss = group_sums(batch.losses, groups, num_groups)[present] / counts[present]
-        overall_loss = batch.losses.mean()
-        proxy = (group_loss - ref.loss[present]) - (overall_loss - ref.overall_loss)
-
-        self.buffer.push(batch.correct, groups)
-        full = self.buffer.is_full
-        full_ids = torch.nonzero(full).flatten()
-        if full_ids.numel() == 0:
-            return indexed_state(proxy, present, None, None)
-        acc_buf = self.buffer.means()
-        overall_acc = ref.overall_estimate(acc_buf, full, self.weighted)
-        strict = (
-            (ref.accuracy[full_ids] - acc_buf[full_ids])
-            - (ref.overall_accuracy - overall_acc)
-            - self.tolerance
+        if buffer_size < 1:
+            raise ConfigError(f"ceag buffer_size must be >= 1, got {buffer_size}; the paper uses 40")
+        grouping = grouping or Grouping.single(reference.num_groups)
+        if grouping.num_groups != reference.num_groups:
+            raise ConfigError(
+                f"the dense reference has {reference.num_groups} groups, the grouping {grouping.num_groups}"
+            )
+        weights = (
+            reference.frequency if overall_estimate == "weighted" else torch.ones_like(reference.frequency)
         )
-        return indexed_state(proxy, present, strict, full_ids)
+        super().__init__(
+            grouping,
+            tolerance,
+            buffer_size=buffer_size,
+            frequency=weights,
+            row_labels=("",),
+            device=reference.device,
+        )
+        self.reference = reference
 
-    def state_dict(self) -> dict:
-        return {"buffer": self.buffer.state_dict()}
+    def sample_statistic(self, batch: BatchOutputs) -> SampleStatistic:
+        return SampleStatistic(proxy=batch.losses, strict=batch.correct)
 
-    def load_state_dict(self, state: dict) -> None:
-        self.buffer.load_state_dict(state["buffer"])
+    def proxy_violations(
+        self, values: torch.Tensor, overall: torch.Tensor, ids: torch.Tensor
+    ) -> torch.Tensor:
+        ref = self.reference
+        return ((values - ref.loss[ids]) - (overall - ref.overall_loss)).unsqueeze(0)
+
+    def strict_violations(
+        self, values: torch.Tensor, overall: torch.Tensor, ids: torch.Tensor
+    ) -> torch.Tensor:
+        ref = self.reference
+        gap = (ref.accuracy[ids] - values) - (ref.overall_accuracy - overall)
+        return (gap - self.tolerance).unsqueeze(0)

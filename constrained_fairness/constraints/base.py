@@ -1,14 +1,16 @@
 """The common base of per-group fairness constraints.
 
-A constraint knows only tensors: logits, targets, group ids and per-sample losses of a
-batch (:class:`BatchOutputs`). It returns a Cooper ``ConstraintState`` with
+A constraint knows only tensors: logits, targets, protected-attribute codes and
+per-sample losses of a batch (:class:`BatchOutputs`). It returns a Cooper
+``ConstraintState`` with
 
 * ``violation``: a differentiable *proxy* of the violation for the groups present in
-  the batch (drives the primal gradient), with their ids as ``constraint_features``;
+  the batch (drives the primal gradient), with their row ids as ``constraint_features``;
 * ``strict_violation``: the true, non-differentiable violation for the groups that have
-  an estimate (drives the dual update), with their ids as ``strict_constraint_features``.
+  an estimate (drives the dual update), with their row ids as
+  ``strict_constraint_features``.
 
-Each constraint family holds one Lagrange multiplier per constraint row in a Cooper
+Each constraint holds one Lagrange multiplier per constraint row in a Cooper
 ``IndexedMultiplier``, so only the rows observed in a step are read or updated.
 """
 
@@ -27,18 +29,18 @@ from ..errors import ConfigError
 
 @dataclass
 class BatchOutputs:
-    """What a constraint sees of one batch.
+    """What a constraint sees of one batch (or of a whole split, for evaluation).
 
     Attributes:
         logits: ``(B, C)`` model outputs.
         targets: ``(B,)`` class indices.
-        groups: ``(B,)`` group ids in ``[0, G)``.
-        losses: ``(B,)`` per-sample cross-entropy, differentiable.
+        attributes: ``(B, A)`` codes of the data's protected attributes.
+        losses: ``(B,)`` per-sample cross-entropy, differentiable during training.
     """
 
     logits: torch.Tensor
     targets: torch.Tensor
-    groups: torch.Tensor
+    attributes: torch.Tensor
     losses: torch.Tensor
 
     @cached_property
@@ -57,7 +59,9 @@ class GroupConstraint(cooper.Constraint, abc.ABC):
     """Base class: a family of ``num_constraints`` inequality constraints ``c_i(θ) ≤ 0``.
 
     Subclasses implement :meth:`compute`, and :meth:`state_dict` / :meth:`load_state_dict`
-    if they keep state besides the multiplier (for example a replay buffer).
+    if they keep state besides the multiplier (for example a replay buffer). Most
+    constraints are per-group statistics: subclass
+    :class:`~constrained_fairness.constraints.statistic.GroupStatisticConstraint` instead.
     """
 
     def __init__(self, num_constraints: int, tolerance: float, device: torch.device | str = "cpu") -> None:
@@ -95,7 +99,7 @@ def indexed_state(
     While no strict estimate exists (no full buffer yet) the dual update is skipped,
     rather than letting Cooper fall back to the proxy for it.
     """
-    if strict is None or strict_ids is None:
+    if strict is None or strict_ids is None or strict_ids.numel() == 0:
         return cooper.ConstraintState(
             violation=proxy, constraint_features=proxy_ids, contributes_to_dual_update=False
         )
@@ -104,5 +108,4 @@ def indexed_state(
         constraint_features=proxy_ids,
         strict_violation=strict.detach(),
         strict_constraint_features=strict_ids,
-        contributes_to_dual_update=strict_ids.numel() > 0,
     )

@@ -55,17 +55,3 @@ class DenseReference:
     @property
     def num_groups(self) -> int:
         return int(self.accuracy.numel())
-
-    def overall_estimate(
-        self, group_values: torch.Tensor, available: torch.Tensor, weighted: bool
-    ) -> torch.Tensor:
-        """Overall estimate from the per-group estimates of the ``available`` groups.
-
-        weighted:   ``sum_{g∈S} p[g] v[g] / sum_{g∈S} p[g]`` (unbiased under imbalance);
-        unweighted: ``mean_{g∈S} v[g]`` (the reference code's choice).
-        """
-        values = group_values[available]
-        if not weighted:
-            return values.mean()
-        weights = self.frequency[available]
-        return (weights * values).sum() / weights.sum()

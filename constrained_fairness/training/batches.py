@@ -15,18 +15,18 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class TensorBatches:
-    """Mini-batches ``(inputs, targets, groups)``; the last, smaller batch is kept."""
+    """Mini-batches ``(inputs, targets, attributes)``; the last, smaller batch is kept."""
 
     def __init__(
         self,
         inputs: torch.Tensor,
         targets: torch.Tensor,
-        groups: torch.Tensor,
+        attributes: torch.Tensor,
         batch_size: int,
         shuffle: bool = True,
         seed: int = 0,
     ) -> None:
-        self.inputs, self.targets, self.groups = inputs, targets, groups
+        self.inputs, self.targets, self.attributes = inputs, targets, attributes
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -43,4 +43,4 @@ class TensorBatches:
             order = torch.arange(n)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
-            yield self.inputs[idx], self.targets[idx], self.groups[idx]
+            yield self.inputs[idx], self.targets[idx], self.attributes[idx]

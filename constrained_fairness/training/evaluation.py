@@ -8,16 +8,20 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..constraints.base import BatchOutputs
+from ..groups import Grouping
 from ..metrics import GroupStats, excess_accuracy_gap, max_over_present
 
-SplitTensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+SplitTensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # inputs, targets, attribute codes
 
 
 @dataclass
 class SplitEvaluation:
-    """A model's per-group statistics on one split, with the EAG if a dense reference exists."""
+    """A model's outputs and per-group statistics on one split, with the EAG if a dense
+    reference exists."""
 
     stats: GroupStats
+    outputs: BatchOutputs
     dense: GroupStats | None = None
 
     @property
@@ -25,11 +29,11 @@ class SplitEvaluation:
         return None if self.dense is None else excess_accuracy_gap(self.dense, self.stats)
 
     @property
-    def max_eag(self) -> float:
+    def max_eag(self) -> float | None:
         eag = self.eag
-        return 0.0 if eag is None else max_over_present(eag)
+        return None if eag is None else max_over_present(eag)
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, float | None]:
         return {
             "accuracy": self.stats.overall_accuracy,
             "loss": self.stats.overall_loss,
@@ -57,42 +61,56 @@ def _finite(x: torch.Tensor) -> float | None:
 
 
 class Evaluator:
-    """Evaluates a model on named splits; vectorized per-group statistics, no loop over groups."""
+    """Evaluates a model on named splits; vectorized per-group statistics, no loop over groups.
 
-    def __init__(self, splits: Mapping[str, SplitTensors], num_groups: int, batch_size: int = 8192) -> None:
+    ``grouping`` defines the groups of the per-group accuracy table and of the EAG.
+    """
+
+    def __init__(
+        self, splits: Mapping[str, SplitTensors], grouping: Grouping, batch_size: int = 8192
+    ) -> None:
         self.splits = dict(splits)
-        self.num_groups = num_groups
+        self.grouping = grouping
         self.batch_size = batch_size
         self.dense: dict[str, GroupStats] | None = None
 
     @torch.no_grad()
-    def stats(self, model: torch.nn.Module) -> dict[str, GroupStats]:
+    def outputs(self, model: torch.nn.Module) -> dict[str, BatchOutputs]:
+        """Logits and per-sample losses of every split, on the CPU."""
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
         out = {}
-        for name, (inputs, targets, groups) in self.splits.items():
-            correct, losses = [], []
-            for start in range(0, len(targets), self.batch_size):
-                x = inputs[start : start + self.batch_size].to(device)
-                y = targets[start : start + self.batch_size].to(device)
-                logits = model(x)
-                losses.append(F.cross_entropy(logits, y, reduction="none").cpu())
-                correct.append((logits.argmax(dim=1) == y).cpu())
-            out[name] = GroupStats.from_outputs(
-                torch.cat(correct), torch.cat(losses), groups, self.num_groups
+        for name, (inputs, targets, attributes) in self.splits.items():
+            logits = torch.cat(
+                [
+                    model(inputs[s : s + self.batch_size].to(device)).cpu()
+                    for s in range(0, len(targets), self.batch_size)
+                ]
             )
+            losses = F.cross_entropy(logits, targets, reduction="none")
+            out[name] = BatchOutputs(logits=logits, targets=targets, attributes=attributes, losses=losses)
         model.train(was_training)
         return out
 
-    def set_dense_reference(self, model: torch.nn.Module) -> dict[str, GroupStats]:
-        """Record the dense model's statistics; later evaluations report the EAG against them."""
-        self.dense = self.stats(model)
-        return self.dense
+    def group_stats(self, outputs: BatchOutputs) -> GroupStats:
+        rows, groups = self.grouping.memberships(outputs.attributes)
+        return GroupStats.from_memberships(
+            outputs.correct, outputs.losses, rows, groups, self.grouping.num_groups
+        )
+
+    def stats(self, model: torch.nn.Module) -> dict[str, GroupStats]:
+        return {name: self.group_stats(o) for name, o in self.outputs(model).items()}
+
+    def set_dense_reference(self, model: torch.nn.Module) -> dict[str, BatchOutputs]:
+        """Record the dense model's statistics (later evaluations report the EAG against
+        them); returns its outputs on every split."""
+        outputs = self.outputs(model)
+        self.dense = {name: self.group_stats(o) for name, o in outputs.items()}
+        return outputs
 
     def __call__(self, model: torch.nn.Module) -> dict[str, SplitEvaluation]:
-        stats = self.stats(model)
         return {
-            name: SplitEvaluation(s, None if self.dense is None else self.dense[name])
-            for name, s in stats.items()
+            name: SplitEvaluation(self.group_stats(o), o, None if self.dense is None else self.dense[name])
+            for name, o in self.outputs(model).items()
         }

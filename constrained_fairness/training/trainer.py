@@ -86,18 +86,12 @@ class Trainer:
         self.model.train()
         total = torch.zeros((), dtype=torch.float64)
         count = 0
-        for inputs, targets, groups in self.batches.epoch(self.epoch):
-            inputs, targets, groups = (
-                t.to(self.device, non_blocking=True) for t in (inputs, targets, groups)
+        for inputs, targets, attributes in self.batches.epoch(self.epoch):
+            inputs, targets, attributes = (
+                t.to(self.device, non_blocking=True) for t in (inputs, targets, attributes)
             )
-            rollout = self.optimizer.roll(
-                compute_cmp_state_kwargs={
-                    "model": self.model,
-                    "inputs": inputs,
-                    "targets": targets,
-                    "groups": groups,
-                }
-            )
+            kwargs = {"model": self.model, "inputs": inputs, "targets": targets, "attributes": attributes}
+            rollout = self.optimizer.roll(compute_cmp_state_kwargs=kwargs)
             if self.pruner is not None:
                 self.pruner.apply()
             self.step += 1

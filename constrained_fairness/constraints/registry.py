@@ -1,0 +1,122 @@
+"""Constraint types by name, for configs: ``constraints: [{type: demographic_parity, ...}]``.
+
+``register_constraint("name")`` adds a type; its factory receives the constraint's config
+entry, its :class:`Grouping` and a :class:`BuildContext`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from ..groups import Grouping
+from ..metrics import GroupStats
+from .accuracy_gap import ExcessAccuracyGap
+from .accuracy_parity import AccuracyParity, BoundedGroupLoss
+from .base import BatchOutputs, GroupConstraint
+from .equalized_loss import EqualizedLoss
+from .rates import DemographicParity, EqualizedOdds, EqualOpportunity
+from .reference import DenseReference
+
+
+@dataclass
+class BuildContext:
+    """What a factory may need besides the config entry.
+
+    Attributes:
+        num_classes: number of target classes.
+        dense_train: the dense model's outputs on the training split (for references).
+        device: where the constraint's tensors live.
+    """
+
+    num_classes: int
+    dense_train: BatchOutputs | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def reference(self, grouping: Grouping) -> DenseReference:
+        if self.dense_train is None:
+            raise ConfigError("this constraint needs the dense model's training statistics")
+        out = self.dense_train
+        rows, groups = grouping.memberships(out.attributes)
+        stats = GroupStats.from_memberships(out.correct, out.losses, rows, groups, grouping.num_groups)
+        return DenseReference.from_stats(stats).to(self.device)
+
+
+Factory = Callable[[Any, Grouping, BuildContext], GroupConstraint]
+CONSTRAINT_TYPES: dict[str, Factory] = {}
+
+
+def register_constraint(name: str) -> Callable[[Factory], Factory]:
+    def decorate(factory: Factory) -> Factory:
+        CONSTRAINT_TYPES[name] = factory
+        return factory
+
+    return decorate
+
+
+def build_constraint(spec: Any, grouping: Grouping, context: BuildContext) -> GroupConstraint:
+    """Build the constraint of one config entry (``spec.type`` names it)."""
+    if spec.type not in CONSTRAINT_TYPES:
+        close = difflib.get_close_matches(spec.type, CONSTRAINT_TYPES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"unknown constraint type {spec.type!r}{hint} (known: {', '.join(sorted(CONSTRAINT_TYPES))})"
+        )
+    return CONSTRAINT_TYPES[spec.type](spec, grouping, context)
+
+
+def _rate(cls: type) -> Factory:
+    def factory(spec: Any, grouping: Grouping, context: BuildContext) -> GroupConstraint:
+        return cls(
+            grouping,
+            spec.tolerance,
+            context.num_classes,
+            positive_class=spec.positive_class,
+            form=spec.form,
+            temperature=spec.temperature,
+            buffer_size=spec.buffer_size,
+            device=context.device,
+        )
+
+    return factory
+
+
+register_constraint("demographic_parity")(_rate(DemographicParity))
+register_constraint("equal_opportunity")(_rate(EqualOpportunity))
+register_constraint("equalized_odds")(_rate(EqualizedOdds))
+
+
+@register_constraint("accuracy_parity")
+def _accuracy_parity(spec: Any, grouping: Grouping, context: BuildContext) -> GroupConstraint:
+    return AccuracyParity(
+        grouping,
+        spec.tolerance,
+        form=spec.form,
+        temperature=spec.temperature,
+        buffer_size=spec.buffer_size,
+        device=context.device,
+    )
+
+
+@register_constraint("bounded_group_loss")
+def _bounded_group_loss(spec: Any, grouping: Grouping, context: BuildContext) -> GroupConstraint:
+    if spec.bound is None:
+        raise ConfigError("bounded_group_loss needs a bound: set bound, e.g. bound: 0.5 (a cross-entropy)")
+    return BoundedGroupLoss(grouping, spec.bound, buffer_size=spec.buffer_size, device=context.device)
+
+
+@register_constraint("excess_accuracy_gap")
+def _excess_accuracy_gap(spec: Any, grouping: Grouping, context: BuildContext) -> GroupConstraint:
+    return ExcessAccuracyGap(
+        context.reference(grouping), spec.tolerance, max(spec.buffer_size, 1), grouping=grouping
+    )
+
+
+@register_constraint("equalized_loss")
+def _equalized_loss(spec: Any, grouping: Grouping, context: BuildContext) -> GroupConstraint:
+    return EqualizedLoss(grouping, spec.tolerance, spec.buffer_size, device=context.device)
