@@ -20,11 +20,14 @@ demo: $(STAMP)
 	$(BIN)/cfair run $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m ruff check constrained_fairness tests
+	$(BIN)/python -m ruff check constrained_fairness tests benchmarks examples
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/python -m ruff check constrained_fairness tests benchmarks
+	$(BIN)/python -m ruff check constrained_fairness tests benchmarks examples
+
+bench: $(STAMP)
+	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs

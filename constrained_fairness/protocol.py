@@ -40,7 +40,7 @@ from .constraints import (
     GroupStatisticConstraint,
 )
 from .constraints.base import BatchOutputs
-from .constraints.registry import BuildContext, build_constraint
+from .constraints.registry import BuildContext, build_constraint, check_constraint_spec
 from .data import TabularData, load_adult, load_csv
 from .errors import CheckpointError, ConfigError
 from .groups import GroupIndex, Grouping
@@ -148,6 +148,8 @@ class Experiment:
             for spec in cfg.constraints
         ]
         self.constraint_names = _unique_names([spec.name or spec.type for spec in cfg.constraints])
+        for spec in cfg.constraints:
+            check_constraint_spec(spec, self.data.num_classes)
         splits = {}
         self.history: list[dict[str, Any]] = []
         for name in SPLITS:

@@ -290,6 +290,18 @@ def format_report(metrics: Mapping, group_names: Sequence[str]) -> str:
         "![Multipliers](plots/multipliers.png)",
         "",
     ]
+    for name in constraint_names(metrics):
+        lines += [
+            f"## Constraint `{name}`",
+            "",
+            "Strict violations on each full split, net of the tolerance (≤ 0: satisfied); every method "
+            "is evaluated against the constraint, the unconstrained ones included.",
+            "",
+            format_constraint_table(metrics, name),
+            "",
+            *[f"![{name} ({split})](plots/constraint_{name}_{split}.png)" for split in SPLITS],
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -401,6 +413,60 @@ def plot_eag(metrics: Mapping, split: str, group_names: Sequence[str], path: str
     ax.set_title(f"EAG per group ({split})")
     ax.grid(axis="y", alpha=0.3)
     _legend(ax, len(methods) + 2)
+    return _save_figure(fig, Path(path))
+
+
+def constraint_names(metrics: Mapping) -> list[str]:
+    """Names of the declared constraints reported in ``metrics`` (any method), in order."""
+    names: list[str] = []
+    for entry in _methods(metrics).values():
+        for name in entry.get("constraints", {}) or {}:
+            if name not in names:
+                names.append(str(name))
+    return names
+
+
+def _constraint_split(entry: Mapping, name: str, split: str) -> Mapping:
+    out = ((entry.get("constraints") or {}).get(name) or {}).get(split)
+    return out if isinstance(out, Mapping) else {}
+
+
+def format_constraint_table(metrics: Mapping, name: str) -> str:
+    """Max strict violation (net of the tolerance; ≤ 0 is satisfied) per method and split."""
+    methods = {m: e for m, e in _methods(metrics).items() if e.get("constraints")}
+    header = ["method", *[f"{s} max violation" for s in SPLITS], "satisfied (train)"]
+    rows = []
+    for method, entry in methods.items():
+        values = [_num(_constraint_split(entry, name, s).get("max_violation")) for s in SPLITS]
+        ok = MISSING if values[0] is None else (FEASIBLE if values[0] <= 0 else INFEASIBLE)
+        rows.append([_md_escape(method), *[fmt(v) for v in values], ok])
+    return _md_table(header, rows, ["l"] + ["r"] * len(SPLITS) + ["c"])
+
+
+def plot_constraint(metrics: Mapping, name: str, split: str, path: str | Path) -> Path:
+    """Strict violation per constraint row (one bar per method), net of the tolerance: the
+    constraint holds where a bar is at or below 0."""
+    methods = {m: e for m, e in _methods(metrics).items() if _constraint_split(e, name, split)}
+    rows: list[str] = []
+    for entry in methods.values():
+        for row in _constraint_split(entry, name, split).get("violations", {}) or {}:
+            if row not in rows:
+                rows.append(str(row))
+    fig = _new_figure(max(6.0, 0.5 * len(rows) + 2.0), 4.5)
+    if not rows:
+        _empty_message(fig, f"no violations of {name!r} on {split!r}")
+        return _save_figure(fig, Path(path))
+    ax = fig.add_subplot(1, 1, 1)
+    series = [
+        (m, [_num((_constraint_split(e, name, split).get("violations") or {}).get(r)) for r in rows])
+        for m, e in methods.items()
+    ]
+    _grouped_bars(ax, rows, series)
+    ax.axhline(0.0, color="red", linestyle="--", linewidth=1.2, label="satisfied at or below")
+    ax.set_ylabel("strict violation (net of tolerance)")
+    ax.set_title(f"{name} per group ({split})")
+    ax.grid(axis="y", alpha=0.3)
+    _legend(ax, len(methods) + 1)
     return _save_figure(fig, Path(path))
 
 
@@ -522,5 +588,8 @@ def write_report(
     written = [plot_eag(metrics, split, group_names, plots / f"eag_{split}.png") for split in SPLITS]
     written.append(plot_multipliers(history, group_names, plots / "multipliers.png"))
     written.append(plot_dense_vs_sparse(metrics, group_names, plots / "dense_vs_sparse_accuracy.png"))
+    for name in constraint_names(metrics):
+        for split in SPLITS:
+            written.append(plot_constraint(metrics, name, split, plots / f"constraint_{name}_{split}.png"))
     report = atomic_write_text(run_dir / "report.md", format_report(metrics, group_names))
     return [report, *written]

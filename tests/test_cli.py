@@ -168,3 +168,58 @@ def test_dense_stage_can_start_from_a_checkpoint(tmp_path):
     b = json.loads((second / "metrics.json").read_text())
     assert a["dense"] == b["dense"]
     assert not (second / "checkpoints" / "dense.pt").exists()  # no dense training in the second run
+
+
+def test_several_constraints_at_once_each_with_its_own_multipliers(tmp_path):
+    constraints = (
+        "[{type: excess_accuracy_gap, tolerance: 0.02, buffer_size: 8},"
+        " {type: demographic_parity, attributes: [sex], mode: marginal, tolerance: 0.05, dual: {lr: 0.2}}]"
+    )
+    config = tiny_config(tmp_path, methods="[nft, constrained]", constraints=constraints)
+    assert main(["run", str(config), "--output", str(tmp_path / "run"), "--quiet"]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    constrained = metrics["methods"]["constrained"]
+    assert set(constrained["multipliers"]) == {"excess_accuracy_gap", "demographic_parity"}
+    assert len(constrained["multipliers"]["excess_accuracy_gap"]) == len(metrics["groups"])  # color x sex
+    assert len(constrained["multipliers"]["demographic_parity"]) == 2 * 2  # sex=F, sex=M; above, below
+    for method in ("nft", "constrained"):  # violations before and after
+        report = metrics["methods"][method]["constraints"]["demographic_parity"]
+        for split in SPLITS:
+            assert set(report[split]["violations"]) == {
+                "sex=F (above)",
+                "sex=M (above)",
+                "sex=F (below)",
+                "sex=M (below)",
+            }
+            values = [v for v in report[split]["violations"].values() if v is not None]
+            assert report[split]["max_violation"] == pytest.approx(max(values))
+    assert (tmp_path / "run" / "plots" / "constraint_demographic_parity_train.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("constraints", "extra", "expected"),
+    [
+        ("[{type: demographic_parityy}]", [], "unknown constraint type 'demographic_parityy'"),
+        ("[{type: demographic_parity, attributes: [colour]}]", [], "colour"),
+        ("[{type: demographic_parity, tolerance: -0.1}]", [], "constraints[0].tolerance must be >= 0"),
+        (
+            "[{type: demographic_parity}]",
+            [
+                "--set",
+                "data.target=job",
+                "--set",
+                "data.positive_value=null",
+                "--set",
+                "data.categorical=[color,sex,label]",
+            ],
+            "set positive_class",
+        ),
+    ],
+)
+def test_constraint_config_errors_are_one_line(tmp_path, constraints, extra, expected):
+    config = tiny_config(tmp_path, methods="[constrained]", constraints=constraints)
+    result = cfair("run", str(config), "--output", str(tmp_path / "run"), *extra, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()

@@ -292,3 +292,29 @@ def test_rate_constraint_on_multiclass_target_needs_one_vs_rest():
     with pytest.raises(ConfigError, match="positive_class"):
         DemographicParity(ONE, 0.05, num_classes=4)
     assert DemographicParity(ONE, 0.05, num_classes=4, positive_class=2).positive_class == 2
+
+
+def two_attribute_data(n: int = 3000, seed: int = 0):
+    """Positive rates depend on both a (2 values) and b (3 values)."""
+    gen = torch.Generator().manual_seed(seed)
+    a = (torch.rand(n, generator=gen) < 0.4).long()
+    b = torch.randint(0, 3, (n,), generator=gen)
+    x1 = torch.randn(n, generator=gen)
+    y = (x1 + 0.2 * torch.randn(n, generator=gen) > 0.8 * a.float() + 0.5 * b.float() - 0.5).long()
+    return torch.stack([x1, a.float(), b.float()], 1), y, torch.stack([a, b], 1)
+
+
+def test_marginal_constraints_on_two_attributes_hold_together():
+    eps = 0.03
+    grouping = Grouping.create(INDEX, ["a", "b"], "marginal")
+    data = two_attribute_data()
+
+    def make(tol: float) -> DemographicParity:
+        return DemographicParity(grouping, tol, 2, buffer_size=0, temperature=T)
+
+    gap = make(0.0)
+    assert train(data, make(eps / 2), constrained=False, measure=gap) > 3 * eps
+    torch.manual_seed(0)
+    assert train(data, make(eps / 2), constrained=True, measure=gap) <= eps
+    names = gap.row_names()
+    assert names[:5] == ["a=x (above)", "a=y (above)", "b=p (above)", "b=q (above)", "b=r (above)"]

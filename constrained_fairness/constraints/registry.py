@@ -20,7 +20,7 @@ from .accuracy_gap import ExcessAccuracyGap
 from .accuracy_parity import AccuracyParity, BoundedGroupLoss
 from .base import BatchOutputs, GroupConstraint
 from .equalized_loss import EqualizedLoss
-from .rates import DemographicParity, EqualizedOdds, EqualOpportunity
+from .rates import DemographicParity, EqualizedOdds, EqualOpportunity, positive_class_of
 from .reference import DenseReference
 
 
@@ -59,14 +59,29 @@ def register_constraint(name: str) -> Callable[[Factory], Factory]:
     return decorate
 
 
-def build_constraint(spec: Any, grouping: Grouping, context: BuildContext) -> GroupConstraint:
-    """Build the constraint of one config entry (``spec.type`` names it)."""
-    if spec.type not in CONSTRAINT_TYPES:
-        close = difflib.get_close_matches(spec.type, CONSTRAINT_TYPES, n=1)
+RATE_TYPES = ("demographic_parity", "equal_opportunity", "equalized_odds")
+
+
+def check_constraint_spec(spec: Any, num_classes: int) -> None:
+    """Checks that need no model: a known type, and one-vs-rest for rates on > 2 classes.
+    Run before training, so that a bad entry fails at once."""
+    _check_type(spec.type)
+    if spec.type in RATE_TYPES:
+        positive_class_of(num_classes, spec.positive_class, spec.type)
+
+
+def _check_type(name: str) -> None:
+    if name not in CONSTRAINT_TYPES:
+        close = difflib.get_close_matches(name, CONSTRAINT_TYPES, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
-            f"unknown constraint type {spec.type!r}{hint} (known: {', '.join(sorted(CONSTRAINT_TYPES))})"
+            f"unknown constraint type {name!r}{hint} (known: {', '.join(sorted(CONSTRAINT_TYPES))})"
         )
+
+
+def build_constraint(spec: Any, grouping: Grouping, context: BuildContext) -> GroupConstraint:
+    """Build the constraint of one config entry (``spec.type`` names it)."""
+    _check_type(spec.type)
     return CONSTRAINT_TYPES[spec.type](spec, grouping, context)
 
 

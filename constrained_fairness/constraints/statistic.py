@@ -201,6 +201,19 @@ class GroupStatisticConstraint(GroupConstraint, abc.ABC):
         return indexed_state(proxy, proxy_ids, strict, strict_ids)
 
     @torch.no_grad()
+    def statistic(self, batch: BatchOutputs) -> torch.Tensor:
+        """``(G,)`` the strict group statistic ``s[g]`` on a whole split (NaN for absent
+        groups), e.g. a dense model's, to use as a reference."""
+        stat = self.sample_statistic(batch)
+        rows, groups = self.memberships(batch, stat)
+        values = stat.strict.detach().double()[rows]
+        counts = torch.bincount(groups, minlength=self.num_groups).double()
+        sums = torch.zeros(self.num_groups, dtype=torch.float64, device=values.device).index_add(
+            0, groups, values
+        )
+        return sums / counts
+
+    @torch.no_grad()
     def evaluate(self, batch: BatchOutputs) -> torch.Tensor:
         """Strict violations on a whole split (no buffer): ``(rows, G)``, NaN for absent groups."""
         stat = self.sample_statistic(batch)
