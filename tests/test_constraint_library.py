@@ -15,6 +15,7 @@ from constrained_fairness.constraints import (
     BatchOutputs,
     BoundedGroupLoss,
     DemographicParity,
+    EqualizedLoss,
     EqualizedOdds,
     EqualOpportunity,
     GroupStatisticConstraint,
@@ -318,3 +319,73 @@ def test_marginal_constraints_on_two_attributes_hold_together():
     assert train(data, make(eps / 2), constrained=True, measure=gap) <= eps
     names = gap.row_names()
     assert names[:5] == ["a=x (above)", "a=y (above)", "b=p (above)", "b=q (above)", "b=r (above)"]
+
+
+@pytest.mark.parametrize("kind", ["dp", "eopp", "eodds", "acc", "bgl"])
+def test_multiclass_statistics_equal_a_per_group_loop(kind):
+    """Accuracy and loss constraints take any number of classes; rates go one-vs-rest."""
+    out = random_outputs(300, [2, 3], seed=11, num_classes=4)
+    grouping = Grouping.create(INDEX, ["a", "b"], "intersectional")
+    factories = {
+        "dp": lambda: DemographicParity(grouping, 0.02, 4, positive_class=2),
+        "eopp": lambda: EqualOpportunity(grouping, 0.02, 4, positive_class=2),
+        "eodds": lambda: EqualizedOdds(grouping, 0.02, 4, positive_class=2),
+        "acc": lambda: AccuracyParity(grouping, 0.02),
+        "bgl": lambda: BoundedGroupLoss(grouping, 1.5),
+    }
+    constraint = factories[kind]()
+    expected = torch.tensor(brute_force(constraint, kind, out), dtype=torch.float64)
+    assert torch.allclose(constraint.evaluate(out), expected, atol=1e-6, equal_nan=True)
+
+
+def test_training_satisfies_equalized_loss():
+    eps = 0.05
+    data = group_shift_data()
+    gap = EqualizedLoss(ONE, 0.0)
+    assert train(data, EqualizedLoss(ONE, eps / 2), constrained=False, measure=gap) > 3 * eps
+    assert train(data, EqualizedLoss(ONE, eps / 2), constrained=True, measure=gap) <= eps
+
+
+def prune_and_finetune(constrained: bool, eps: float, sparsity: float = 0.93) -> float:
+    """Dense MLP → 93 % magnitude pruning → 30 epochs of mini-batch SGD, with or without
+    CEAG (buffer k = 40); returns the train max EAG against the dense model."""
+    from constrained_fairness.constraints import DenseReference, ExcessAccuracyGap
+    from constrained_fairness.metrics import GroupStats, excess_accuracy_gap
+    from constrained_fairness.sparsity import MagnitudePruner
+
+    def stats(model: nn.Module) -> GroupStats:
+        with torch.no_grad():
+            logits = model(x)
+        losses = F.cross_entropy(logits, y, reduction="none")
+        return GroupStats.from_outputs((logits.argmax(1) == y).float(), losses, a[:, 0], 2)
+
+    torch.manual_seed(0)
+    x, y, a = group_shift_data()
+    model = nn.Sequential(nn.Linear(3, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))
+    adam = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(300):
+        adam.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        adam.step()
+    dense = stats(model)
+    pruner = MagnitudePruner(model, dense_layers=["last"])
+    pruner.prune_to(sparsity)
+    constraint = ExcessAccuracyGap(DenseReference.from_stats(dense), eps, buffer_size=40, grouping=ONE)
+    problem = FairnessProblem([constraint] if constrained else [], ["ceag"] if constrained else [])
+    duals = [DualConfig(lr=0.2, optimizer="nupi")] if constrained else []
+    sgd = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    optimizer = build_cooper_optimizer(problem, sgd, duals)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(30):
+        order = torch.randperm(len(y), generator=generator)
+        for start in range(0, len(y), 100):
+            idx = order[start : start + 100]
+            optimizer.roll({"model": model, "inputs": x[idx], "targets": y[idx], "attributes": a[idx]})
+            pruner.apply()
+    return float(excess_accuracy_gap(dense, stats(model)).max())
+
+
+def test_training_satisfies_excess_accuracy_gap():
+    eps = 0.01
+    assert prune_and_finetune(constrained=False, eps=eps / 2) > 3 * eps
+    assert prune_and_finetune(constrained=True, eps=eps / 2) <= eps
