@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         "config", nargs="?", default=None, help="YAML config (default: the bundled Adult experiment)"
     )
     run.add_argument(
+        "assignments", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, as with --set"
+    )
+    run.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -36,6 +39,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in the run folder from its checkpoints"
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars and no summary")
+    rep = sub.add_parser("reproduce", help="run a config over seeds and sparsities; write a mean ± std table")
+    rep.add_argument("config")
+    rep.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    rep.add_argument("--sparsities", type=float, nargs="+", default=None, help="default: the config's")
+    rep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    rep.add_argument(
+        "--output", default=None, help="folder of the runs and table.md (default: <output_dir>/<name>)"
+    )
+    rep.add_argument("--quiet", action="store_true")
+    sw = sub.add_parser("sweep", help="expand a wandb-format sweep file and run it here")
+    sw.add_argument("file")
+    sw.add_argument("--dry-run", action="store_true", help="list the runs without running them")
+    sw.add_argument("--workers", type=int, default=1, help="runs at a time")
+    sw.add_argument(
+        "--count", type=int, default=None, help="random sweeps: number of runs (default: run_cap)"
+    )
+    sw.add_argument("--seed", type=int, default=0, help="random sweeps: seed of the draws")
+    sw.add_argument("--output", default="runs/sweep", help="folder of the runs")
     show = sub.add_parser("config", help="print the resolved config")
     show.add_argument("config", nargs="?", default=None)
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -46,12 +67,60 @@ def _run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .protocol import run_experiment
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, [*args.overrides, *args.assignments])
     progress = {"always": True, "never": False}.get(cfg.logging.progress, sys.stderr.isatty())
     result = run_experiment(cfg, output=args.output, resume=args.resume, progress=progress and not args.quiet)
     if not args.quiet:
         print(_summary(result.metrics))
         print(f"run folder: {result.run_dir}  (report.md, metrics.json, plots/)")
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .aggregate import write_table
+    from .config import load_config
+    from .protocol import run_experiment
+
+    base = load_config(args.config, args.overrides)
+    out = Path(args.output) if args.output else Path(base.output_dir) / base.name
+    sparsities = args.sparsities or [base.pruning.sparsity]
+    run_dirs = []
+    for sparsity in sparsities:
+        for seed in args.seeds:
+            overrides = [*args.overrides, f"seed={seed}", f"pruning.sparsity={sparsity}"]
+            cfg = load_config(args.config, overrides)
+            run_dir = out / f"sparsity{sparsity:g}_seed{seed}"
+            if not (run_dir / "metrics.json").is_file():  # finished runs are reused, started ones resumed
+                run_experiment(cfg, output=run_dir, resume=(run_dir / "checkpoints").is_dir(), progress=False)
+            run_dirs.append(run_dir)
+            if not args.quiet:
+                print(f"done: sparsity {sparsity:g}, seed {seed} -> {run_dir}")
+    table = write_table(run_dirs, out / "table.md")
+    if not args.quiet:
+        print(table, end="")
+        print(f"table: {out / 'table.md'}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .sweep import build_runs, run_sweep
+
+    runs = build_runs(Path(args.file), Path(args.output), args.count, args.seed)
+    for run in runs:
+        print(f"{run.name}: {' '.join(run.overrides)}")
+    if args.dry_run:
+        print(f"{len(runs)} runs (dry run)")
+        return 0
+    codes = run_sweep(runs, args.workers)
+    failed = [r.name for r, c in zip(runs, codes, strict=True) if c != 0]
+    print(f"{len(runs) - len(failed)} of {len(runs)} runs finished; folder {args.output}")
+    if failed:
+        print(f"cfair: error: runs {', '.join(failed)} failed; see their output above", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -74,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "reproduce":
+            return _reproduce(args)
+        if args.command == "sweep":
+            return _sweep(args)
         from .config import dump_config, load_config
 
         print(dump_config(load_config(args.config, args.overrides)), end="")

@@ -19,7 +19,8 @@ import yaml
 
 from .errors import ConfigError
 
-METHODS = ("nft", "nft_es", "el", "ceag", "constrained")
+METHODS = ("nft", "nft_es", "el", "el_rb", "ceag", "constrained")
+DATASETS = ("adult", "csv", "utkface", "fairface", "cifar100")
 DEFAULT_METHODS = ("nft", "nft_es", "el", "ceag")
 RATE_TYPES = ("demographic_parity", "equal_opportunity", "equalized_odds")
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "adult_default.yaml"
@@ -27,9 +28,17 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "adult_default.yaml"
 
 @dataclass
 class DataConfig:
-    """Where the data comes from. ``name: adult`` is the bundled UCI Adult; ``csv`` any CSV."""
+    """Where the data comes from.
+
+    ``adult``: the bundled UCI Adult; ``csv``: any CSV file; ``utkface``, ``fairface``,
+    ``cifar100``: the paper's image datasets under ``root`` (or ``$CFAIR_DATA_ROOT``).
+    """
 
     name: str = "adult"
+    root: str | None = None  # image datasets: their folder
+    image_size: int | None = None  # image datasets: default 200 (UTKFace), 224 (FairFace), 32 (CIFAR-100)
+    num_workers: int = 0  # DataLoader workers for image datasets
+    pin_memory: bool = False
     path: str | None = None
     test_path: str | None = None
     target: str | None = None
@@ -49,6 +58,7 @@ class DataConfig:
 class ModelConfig:
     name: str = "mlp"
     hidden: list[int] = field(default_factory=lambda: [128, 64])
+    width: float = 1.0  # channel multiplier of resnet56 and mobilenet_v2
     checkpoint: str | None = None  # a dense model state_dict to start from instead of training one
 
 
@@ -57,7 +67,9 @@ class DenseConfig:
     """Dense training (skipped when ``model.checkpoint`` is given)."""
 
     epochs: int = 10
+    optimizer: str = "adam"  # adam | sgd
     lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
     batch_size: int = 256
 
@@ -130,7 +142,7 @@ class CEAGConfig:
 @dataclass
 class ELConfig:
     tolerance: float = 0.05
-    buffer_size: int = 0  # 0: no replay buffer (EL); > 0: EL+RB
+    buffer_size: int = 40  # the replay buffer of method el_rb (method el uses none)
     dual: DualConfig = field(default_factory=DualConfig)
 
 
@@ -148,6 +160,8 @@ class ExperimentConfig:
     seed: int = 0
     output_dir: str = "runs"
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (cuda when available)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward passes)
+    channels_last: bool = False  # NHWC memory format for image models
     eval_batch_size: int = 8192
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
     data: DataConfig = field(default_factory=DataConfig)
@@ -173,13 +187,16 @@ class ExperimentConfig:
             _require(value >= 0, f"{key} must be >= 0, got {value}; a tolerance is a non-negative gap")
         _require(self.ceag.buffer_size >= 1, f"ceag.buffer_size must be >= 1, got {self.ceag.buffer_size}")
         _require(
-            self.el.buffer_size >= 0, f"el.buffer_size must be >= 0 (0: no buffer), got {self.el.buffer_size}"
+            self.el.buffer_size >= 1,
+            f"el.buffer_size (of method el_rb) must be >= 1, got {self.el.buffer_size}",
         )
         _require(
             self.ceag.overall_estimate in ("weighted", "unweighted"),
             f"ceag.overall_estimate must be weighted or unweighted, got {self.ceag.overall_estimate!r}",
         )
-        for key, dual in (("ceag.dual", self.ceag.dual), ("el.dual", self.el.dual)):
+        duals = [("ceag.dual", self.ceag.dual), ("el.dual", self.el.dual)]
+        duals += [(f"constraints[{i}].dual", c.dual) for i, c in enumerate(self.constraints)]
+        for key, dual in duals:
             _require(
                 dual.optimizer in ("sgd", "nupi"),
                 f"{key}.optimizer must be sgd or nupi, got {dual.optimizer!r}",
@@ -207,6 +224,10 @@ class ExperimentConfig:
             _require(value >= 0, f"{key} must be >= 0, got {value}")
         _require(not f.nesterov or f.momentum > 0, "finetune.nesterov needs finetune.momentum > 0")
         _require(
+            self.dense.optimizer in ("adam", "sgd"),
+            f"dense.optimizer must be adam or sgd, got {self.dense.optimizer!r}",
+        )
+        _require(
             all(h >= 1 for h in self.model.hidden),
             f"model.hidden widths must be >= 1, got {self.model.hidden}",
         )
@@ -228,7 +249,6 @@ class ExperimentConfig:
             not unknown,
             f"unknown method {unknown[0]!r} in methods; choose from {', '.join(METHODS)}" if unknown else "",
         )
-        _require(bool(self.methods), f"methods is empty; choose some of {', '.join(METHODS)}")
         _require(
             "constrained" not in self.methods or bool(self.constraints),
             "method constrained needs a constraints: list, e.g. [{type: demographic_parity}]",
@@ -248,7 +268,17 @@ class ExperimentConfig:
             )
             _require(c.temperature > 0, f"{key}.temperature must be > 0, got {c.temperature}")
         _require(
-            self.data.name in ("adult", "csv"), f"data.name must be adult or csv, got {self.data.name!r}"
+            self.data.name in DATASETS,
+            f"data.name must be one of {', '.join(DATASETS)}, got {self.data.name!r}",
+        )
+        _require(
+            self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {self.precision!r}"
+        )
+        _require(self.model.width > 0, f"model.width must be > 0, got {self.model.width}")
+        _require(self.data.num_workers >= 0, f"data.num_workers must be >= 0, got {self.data.num_workers}")
+        _require(
+            self.data.image_size is None or self.data.image_size >= 8,
+            f"data.image_size must be >= 8 pixels, got {self.data.image_size}",
         )
         if self.data.name == "csv":
             _require(self.data.path is not None, "data.path is required when data.name is csv")
@@ -331,11 +361,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load a YAML file (the bundled default experiment if ``None``), apply overrides, validate."""
-    path = Path(path) if path is not None else DEFAULT_CONFIG
+def read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML mapping, merged over its ``base:`` file (a path relative to it), recursively.
+
+    Keys of the file override those of its base; sections merge key by key; lists and
+    scalars replace.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}; pass an existing YAML file")
+    if path.resolve() in chain:
+        raise ConfigError(f"config {path} includes itself through base:; remove the cycle")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -344,6 +379,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"YAML syntax error in {path}{where}; fix the file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"base: in {path} must be a path to a YAML file, got {base!r}")
+    return _merge(read_yaml(path.parent / base, (*chain, path.resolve())), data)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML file (the bundled default experiment if ``None``), apply overrides, validate."""
+    data = read_yaml(Path(path) if path is not None else DEFAULT_CONFIG)
     for override in overrides or []:
         keys, value = parse_override(override)
         node = data

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .constraints.base import BatchOutputs, GroupConstraint
+from .precision import autocast
 
 
 class FairnessProblem(cooper.ConstrainedMinimizationProblem):
@@ -24,6 +25,8 @@ class FairnessProblem(cooper.ConstrainedMinimizationProblem):
         self, constraints: Sequence[GroupConstraint] = (), names: Sequence[str] | None = None
     ) -> None:
         super().__init__()
+        self.autocast_dtype: torch.dtype | None = None  # bf16 autocast of the forward pass
+        self.channels_last = False  # NHWC memory format for image inputs
         names = list(names) if names is not None else [f"constraint_{i}" for i in range(len(constraints))]
         for name, constraint in zip(names, constraints, strict=True):
             self._register_constraint(name, constraint)
@@ -36,7 +39,11 @@ class FairnessProblem(cooper.ConstrainedMinimizationProblem):
         self, model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, attributes: torch.Tensor
     ) -> cooper.CMPState:
         """One forward pass; ``attributes`` are the ``(B, A)`` protected-attribute codes."""
-        logits = model(inputs)
+        if self.channels_last and inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with autocast(inputs.device, self.autocast_dtype):
+            logits = model(inputs)
+        logits = logits.float()
         losses = F.cross_entropy(logits, targets, reduction="none")
         batch = BatchOutputs(logits=logits, targets=targets, attributes=attributes, losses=losses)
         observed = {}

@@ -42,12 +42,14 @@ from .constraints import (
 from .constraints.base import BatchOutputs
 from .constraints.registry import BuildContext, build_constraint, check_constraint_spec
 from .data import TabularData, load_adult, load_csv
+from .data.images import ImageData
 from .errors import CheckpointError, ConfigError
 from .groups import GroupIndex, Grouping
 from .models import build_model
+from .precision import autocast_dtype
 from .problem import FairnessProblem
 from .sparsity import MagnitudePruner, cubic_sparsity
-from .training.batches import TensorBatches
+from .training.batches import LoaderBatches, TensorBatches
 from .training.checkpoint import load_checkpoint, load_model_weights
 from .training.evaluation import Evaluator
 from .training.loggers import RunLogger
@@ -72,17 +74,38 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def protected_attributes(cfg: ExperimentConfig) -> list[str]:
-    """``data.protected`` plus every attribute a constraint names, in order of appearance."""
-    names = list(cfg.data.protected)
-    for spec in cfg.constraints:
-        names += [a for a in spec.attributes or [] if a not in names]
-    return names
-
-
-def load_data(cfg: ExperimentConfig) -> TabularData:
+def load_data(cfg: ExperimentConfig) -> TabularData | ImageData:
+    """The dataset of ``cfg.data``: tabular data in memory, or image datasets on disk."""
     d = cfg.data
-    protected = protected_attributes(cfg)
+    protected = list(d.protected)
+    size = {"image_size": d.image_size} if d.image_size is not None else {}
+    if d.name == "utkface":
+        from .data.utkface import load_utkface
+
+        return load_utkface(
+            d.root,
+            target=d.target or "race",
+            protected=protected,
+            seed=cfg.seed,
+            test_fraction=d.test_fraction,
+            val_fraction=d.val_fraction,
+            **size,
+        )
+    if d.name == "fairface":
+        from .data.fairface import load_fairface
+
+        return load_fairface(
+            d.root,
+            target=d.target or "gender",
+            protected=protected,
+            seed=cfg.seed,
+            val_fraction=d.val_fraction,
+            **size,
+        )
+    if d.name == "cifar100":
+        from .data.cifar100 import load_cifar100
+
+        return load_cifar100(d.root, seed=cfg.seed, val_fraction=d.val_fraction, **size)
     if d.name == "adult":
         return load_adult(
             protected=protected, val_fraction=d.val_fraction, seed=cfg.seed, drop_protected=d.drop_protected
@@ -143,6 +166,13 @@ class Experiment:
         self.attributes = GroupIndex.from_lists(self.data.attribute_names, self.data.attribute_values)
         self.grouping = Grouping.create(self.attributes, cfg.data.protected, "intersectional")
         self.group_names = self.grouping.names
+        for i, spec in enumerate(cfg.constraints):
+            missing = [a for a in spec.attributes or [] if a not in cfg.data.protected]
+            if missing:
+                raise ConfigError(
+                    f"constraints[{i}] names attribute {missing[0]!r}, which is not in data.protected "
+                    f"{cfg.data.protected}; add it there (protected attributes are loaded as groups)"
+                )
         self.constraint_groupings = [
             Grouping.create(self.attributes, spec.attributes or cfg.data.protected, spec.mode)
             for spec in cfg.constraints
@@ -150,26 +180,43 @@ class Experiment:
         self.constraint_names = _unique_names([spec.name or spec.type for spec in cfg.constraints])
         for spec in cfg.constraints:
             check_constraint_spec(spec, self.data.num_classes)
-        splits = {}
         self.history: list[dict[str, Any]] = []
-        for name in SPLITS:
-            split = getattr(self.data, name)
-            splits[name] = (split.features, split.targets, split.attributes)
-        self.splits = splits
-        self.evaluator = Evaluator(splits, self.grouping, cfg.eval_batch_size)
+        self.tabular = isinstance(self.data, TabularData)
+        if isinstance(self.data, TabularData):
+            self.splits = {s: _split_tensors(getattr(self.data, s)) for s in SPLITS}
+        else:  # evaluate the training images without augmentation; train on them with it
+            self.splits = {s: getattr(self.data, s) for s in SPLITS}
+            self.splits["train"] = self.data.train_eval or self.data.train
+            self.train_set = self.data.train
+        self.autocast_dtype = autocast_dtype(cfg.precision)
+        self.evaluator = Evaluator(
+            self.splits, self.grouping, cfg.eval_batch_size, cfg.data.num_workers, self.autocast_dtype
+        )
         self.context = BuildContext(self.data.num_classes, None, self.device)
-        # the declared constraints, built once more to evaluate every method against them
-        self.report_constraints: list[GroupStatisticConstraint] = []
+        self.report_constraints: list[tuple[str, GroupStatisticConstraint]] = []
         self.logger: RunLogger | None = None
 
     # -- helpers -----------------------------------------------------------------------
-    def _batches(self, batch_size: int) -> TensorBatches:
-        x, y, g = self.splits["train"]
-        return TensorBatches(x, y, g, batch_size, shuffle=True, seed=self.cfg.seed)
+    def _batches(self, batch_size: int) -> TensorBatches | LoaderBatches:
+        train = self.splits["train"]
+        if isinstance(train, tuple):
+            return TensorBatches(*train, batch_size, shuffle=True, seed=self.cfg.seed)
+        d = self.cfg.data
+        return LoaderBatches(self.train_set, batch_size, True, self.cfg.seed, d.num_workers, d.pin_memory)
 
     def _new_model(self) -> torch.nn.Module:
         m = self.cfg.model
-        return build_model(m.name, self.data.num_features, self.data.num_classes, m.hidden).to(self.device)
+        input_dim = self.data.num_features if isinstance(self.data, TabularData) else None
+        model = build_model(m.name, input_dim, self.data.num_classes, m.hidden, width=m.width).to(self.device)
+        if self.cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def _problem(self, constraints: list[GroupConstraint], names: list[str]) -> FairnessProblem:
+        problem = FairnessProblem(constraints, names)
+        problem.autocast_dtype = self.autocast_dtype
+        problem.channels_last = self.cfg.channels_last
+        return problem
 
     def _checkpoint(self, stage: str) -> Path:
         return self.run_dir / "checkpoints" / f"{stage}.pt"
@@ -186,8 +233,13 @@ class Experiment:
             load_model_weights(model, self.cfg.model.checkpoint)
             return model
         d = self.cfg.dense
-        primal = torch.optim.Adam(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
-        problem = FairnessProblem()
+        if d.optimizer == "sgd":
+            primal = torch.optim.SGD(
+                model.parameters(), lr=d.lr, momentum=d.momentum, weight_decay=d.weight_decay
+            )
+        else:
+            primal = torch.optim.Adam(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
+        problem = self._problem([], [])
         trainer = Trainer(
             "dense",
             model,
@@ -220,7 +272,7 @@ class Experiment:
         )
         milestones = sorted({max(1, round(frac * total)) for frac in f.lr_milestones})
         scheduler = torch.optim.lr_scheduler.MultiStepLR(primal, milestones=milestones, gamma=f.lr_gamma)
-        problem = FairnessProblem(constraints, names)
+        problem = self._problem(constraints, names)
         return Trainer(
             name,
             model,
@@ -244,10 +296,11 @@ class Experiment:
             c = self.cfg.ceag
             ceag = ExcessAccuracyGap(reference, c.tolerance, c.buffer_size, c.overall_estimate, self.grouping)
             return [ceag], ["ceag"], [c.dual]
-        if method == "el":
+        if method in ("el", "el_rb"):
             c = self.cfg.el
-            el = EqualizedLoss(self.grouping, c.tolerance, c.buffer_size, reference.frequency, self.device)
-            return [el], ["el"], [c.dual]
+            buffer_size = c.buffer_size if method == "el_rb" else 0
+            el = EqualizedLoss(self.grouping, c.tolerance, buffer_size, reference.frequency, self.device)
+            return [el], [method], [c.dual]
         if method == "constrained":
             return (
                 self.declared_constraints(),
@@ -256,10 +309,10 @@ class Experiment:
             )
         return [], [], []
 
-    def declared_constraints(self) -> list[GroupConstraint]:
+    def declared_constraints(self, context: BuildContext | None = None) -> list[GroupConstraint]:
         """Fresh instances of the ``constraints:`` entries."""
         return [
-            build_constraint(spec, grouping, self.context)
+            build_constraint(spec, grouping, context or self.context)
             for spec, grouping in zip(self.cfg.constraints, self.constraint_groupings, strict=True)
         ]
 
@@ -296,9 +349,25 @@ class Experiment:
         dense_stats = self.evaluator.dense or {}
         self.context.dense_train = dense_outputs["train"]
         reference = self.context.reference(self.grouping)
+        # the declared constraints once more, on the CPU, to evaluate every method against them
+        cpu = BuildContext(self.context.num_classes, self.context.dense_train, torch.device("cpu"))
         self.report_constraints = [
-            c for c in self.declared_constraints() if isinstance(c, GroupStatisticConstraint)
+            (name, c)
+            for name, c in zip(self.constraint_names, self.declared_constraints(cpu), strict=True)
+            if isinstance(c, GroupStatisticConstraint)
         ]
+        dense_summary = {
+            s: {"accuracy": st.overall_accuracy, "loss": st.overall_loss} for s, st in dense_stats.items()
+        }
+        if not cfg.methods:  # a dense-only run: the dense checkpoint is the product
+            return {
+                "tolerance": cfg.ceag.tolerance,
+                "sparsity": 0.0,
+                "achieved_sparsity": {},
+                "groups": self.group_names,
+                "dense": dense_summary,
+                "methods": {},
+            }
 
         branch = 0 if cfg.pruning.mitigate_while_pruning else cfg.pruning.epochs - 1
         shared = self.sparse_trainer("gmp", dense, [], [], [])
@@ -310,7 +379,7 @@ class Experiment:
 
         trained = [
             m
-            for m in ("nft", "el", "ceag", "constrained")
+            for m in ("nft", "el", "el_rb", "ceag", "constrained")
             if m in cfg.methods or (m == "nft" and "nft_es" in cfg.methods)
         ]
         methods: dict[str, Any] = {}
@@ -341,9 +410,7 @@ class Experiment:
             "sparsity": cfg.pruning.sparsity,
             "achieved_sparsity": achieved,
             "groups": self.group_names,
-            "dense": {
-                s: {"accuracy": st.overall_accuracy, "loss": st.overall_loss} for s, st in dense_stats.items()
-            },
+            "dense": dense_summary,
             "methods": ordered,
         }
 
@@ -354,7 +421,7 @@ class Experiment:
         if self.report_constraints:
             out["constraints"] = {
                 name: {s: constraint_report(c, evaluation[s].outputs) for s in SPLITS}
-                for name, c in zip(self.constraint_names, self.report_constraints, strict=True)
+                for name, c in self.report_constraints
             }
         return out
 
@@ -369,6 +436,10 @@ def constraint_report(constraint: GroupStatisticConstraint, outputs: BatchOutput
             n: (v if v == v else None) for n, v in zip(constraint.row_names(), values, strict=True)
         },
     }
+
+
+def _split_tensors(split: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return split.features, split.targets, split.attributes
 
 
 def _unique_names(names: list[str]) -> list[str]:

@@ -28,7 +28,8 @@ class FalseNegativeRateGap(GroupStatisticConstraint):
         self, grouping: Grouping, tolerance: float, dense_fnr: torch.Tensor | None = None, **kw
     ) -> None:
         super().__init__(grouping, tolerance, row_labels=("",), **kw)
-        self.dense_fnr = dense_fnr if dense_fnr is not None else torch.zeros(self.num_groups)
+        dense_fnr = dense_fnr if dense_fnr is not None else torch.zeros(self.num_groups)
+        self.dense_fnr = dense_fnr.to(self.partition.device)
 
     def sample_statistic(self, batch: BatchOutputs) -> SampleStatistic:
         return SampleStatistic(
@@ -45,7 +46,9 @@ class FalseNegativeRateGap(GroupStatisticConstraint):
 def _from_config(spec, grouping: Grouping, context) -> FalseNegativeRateGap:
     probe = FalseNegativeRateGap(grouping, spec.tolerance, buffer_size=0)
     dense_fnr = probe.statistic(context.dense_train).float().nan_to_num().to(context.device)
-    return FalseNegativeRateGap(grouping, spec.tolerance, dense_fnr, buffer_size=spec.buffer_size)
+    return FalseNegativeRateGap(
+        grouping, spec.tolerance, dense_fnr, buffer_size=spec.buffer_size, device=context.device
+    )
 
 
 # -- a demonstration on synthetic data -------------------------------------------------------

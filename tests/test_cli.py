@@ -223,3 +223,28 @@ def test_constraint_config_errors_are_one_line(tmp_path, constraints, extra, exp
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_reproduce_aggregates_seeds_and_sparsities_into_a_table(tmp_path):
+    from constrained_fairness.aggregate import mean_std
+
+    config = tiny_config(tmp_path, methods="[nft, ceag]")
+    out = tmp_path / "repro"
+    args = ["reproduce", str(config), "--seeds", "0", "1", "--sparsities", "0.5", "0.8", "--output", str(out)]
+    assert main([*args, "--quiet"]) == 0
+    runs = {
+        (sp, seed): json.loads((out / f"sparsity{sp}_seed{seed}" / "metrics.json").read_text())
+        for sp in ("0.5", "0.8")
+        for seed in (0, 1)
+    }
+    table = (out / "table.md").read_text().splitlines()
+    assert len(table) == 2 + 4  # header, separator, 2 sparsities x 2 methods
+    row = next(line for line in table if line.startswith("| 0.8 | ceag |"))
+    values = [runs[("0.8", s)]["methods"]["ceag"]["test"]["max_eag"] for s in (0, 1)]
+    mean, std = mean_std(values)
+    assert f"{mean:.4f} ± {std:.4f}" in row
+    assert std == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    # a second call reuses the finished runs
+    mtime = (out / "sparsity0.5_seed0" / "metrics.json").stat().st_mtime
+    assert main([*args, "--quiet"]) == 0
+    assert (out / "sparsity0.5_seed0" / "metrics.json").stat().st_mtime == mtime

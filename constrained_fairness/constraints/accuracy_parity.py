@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ConfigError
 from ..groups import Grouping
 from .base import BatchOutputs
 from .statistic import GroupStatisticConstraint, SampleStatistic
@@ -17,6 +18,8 @@ class AccuracyParity(GroupStatisticConstraint):
     """
 
     def __init__(self, grouping: Grouping, tolerance: float, *, temperature: float = 1.0, **kwargs) -> None:
+        if not temperature > 0:
+            raise ConfigError(f"accuracy_parity: temperature must be > 0, got {temperature}")
         super().__init__(grouping, tolerance, **kwargs)
         self.temperature = float(temperature)
 

@@ -43,6 +43,17 @@ class BatchOutputs:
     attributes: torch.Tensor
     losses: torch.Tensor
 
+    def to(self, device: torch.device) -> BatchOutputs:
+        """The same outputs on ``device``."""
+        if self.logits.device == device:
+            return self
+        return BatchOutputs(
+            self.logits.to(device),
+            self.targets.to(device),
+            self.attributes.to(device),
+            self.losses.to(device),
+        )
+
     @cached_property
     def correct(self) -> torch.Tensor:
         """``(B,)`` float 0/1 correctness of the arg-max prediction (no gradient)."""

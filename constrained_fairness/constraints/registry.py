@@ -68,6 +68,14 @@ def check_constraint_spec(spec: Any, num_classes: int) -> None:
     _check_type(spec.type)
     if spec.type in RATE_TYPES:
         positive_class_of(num_classes, spec.positive_class, spec.type)
+    if spec.type == "bounded_group_loss" and (spec.bound is None or spec.bound < 0):
+        raise ConfigError(
+            f"bounded_group_loss needs bound >= 0 (a cross-entropy, e.g. 0.5), got {spec.bound}"
+        )
+    if spec.type == "excess_accuracy_gap" and spec.buffer_size < 1:
+        raise ConfigError(
+            f"excess_accuracy_gap needs buffer_size >= 1 (the paper uses 40), got {spec.buffer_size}"
+        )
 
 
 def _check_type(name: str) -> None:
@@ -127,9 +135,7 @@ def _bounded_group_loss(spec: Any, grouping: Grouping, context: BuildContext) ->
 
 @register_constraint("excess_accuracy_gap")
 def _excess_accuracy_gap(spec: Any, grouping: Grouping, context: BuildContext) -> GroupConstraint:
-    return ExcessAccuracyGap(
-        context.reference(grouping), spec.tolerance, max(spec.buffer_size, 1), grouping=grouping
-    )
+    return ExcessAccuracyGap(context.reference(grouping), spec.tolerance, spec.buffer_size, grouping=grouping)
 
 
 @register_constraint("equalized_loss")

@@ -107,8 +107,10 @@ class GroupStatisticConstraint(GroupConstraint, abc.ABC):
         ).repeat(grouping.num_groups)
         self.num_partitions = grouping.num_partitions * num_labels
         self.buffer = ReplayBuffer(num_groups, buffer_size, device) if buffer_size > 0 else None
-        self.frequency = frequency.to(device) if frequency is not None else None
-        self.seen = torch.zeros(num_groups, device=device)
+        if frequency is not None and tuple(frequency.shape) != (num_groups,):
+            raise ConfigError(f"frequency must have shape ({num_groups},), got {tuple(frequency.shape)}")
+        self.frequency = frequency.to(device, torch.float32) if frequency is not None else None
+        self.seen = torch.zeros(num_groups, dtype=torch.float64, device=device)  # exact counts
 
     # -- what a subclass writes ---------------------------------------------------------
     @abc.abstractmethod
@@ -166,6 +168,11 @@ class GroupStatisticConstraint(GroupConstraint, abc.ABC):
         return present, sums[present] / counts[present], overall[self.partition[present]]
 
     def _rows(self, violations: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if violations.dim() != 2 or violations.shape[0] != len(self.row_labels):
+            raise ConfigError(
+                f"{type(self).__name__} returned violations of shape {tuple(violations.shape)}; expected "
+                f"({len(self.row_labels)}, groups), one row per entry of row_labels {self.row_labels}"
+            )
         offsets = torch.arange(violations.shape[0], device=ids.device).unsqueeze(1) * self.num_groups
         return violations.flatten(), (offsets + ids.unsqueeze(0)).flatten()
 
@@ -189,7 +196,7 @@ class GroupStatisticConstraint(GroupConstraint, abc.ABC):
         if full_ids.numel() == 0:
             return indexed_state(proxy, proxy_ids, None, None)
         estimates = torch.nan_to_num(self.buffer.means())
-        weights = (self.frequency if self.frequency is not None else self.seen) * full
+        weights = (self.frequency if self.frequency is not None else self.seen).float() * full
         part_weights = torch.zeros(self.num_partitions, device=weights.device).index_add(
             0, self.partition, weights
         )
@@ -204,6 +211,7 @@ class GroupStatisticConstraint(GroupConstraint, abc.ABC):
     def statistic(self, batch: BatchOutputs) -> torch.Tensor:
         """``(G,)`` the strict group statistic ``s[g]`` on a whole split (NaN for absent
         groups), e.g. a dense model's, to use as a reference."""
+        batch = batch.to(self.partition.device)
         stat = self.sample_statistic(batch)
         rows, groups = self.memberships(batch, stat)
         values = stat.strict.detach().double()[rows]
@@ -216,6 +224,7 @@ class GroupStatisticConstraint(GroupConstraint, abc.ABC):
     @torch.no_grad()
     def evaluate(self, batch: BatchOutputs) -> torch.Tensor:
         """Strict violations on a whole split (no buffer): ``(rows, G)``, NaN for absent groups."""
+        batch = batch.to(self.partition.device)
         stat = self.sample_statistic(batch)
         rows, groups = self.memberships(batch, stat)
         out = torch.full((len(self.row_labels), self.num_groups), float("nan"), dtype=torch.float64)

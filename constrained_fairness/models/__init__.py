@@ -1,22 +1,82 @@
-"""Models and the factory that builds them from a config."""
+"""Models and the factory that builds them from a config.
+
+Names accepted by :func:`build_model` (see :data:`MODELS`):
+
+* ``mlp``: :class:`MLP` for tabular data (needs ``input_dim``; ``hidden`` gives the layer widths);
+* ``resnet56``: the CIFAR ResNet-56 of He et al. (2016) with option-A shortcuts, :class:`CifarResNet`;
+* ``mobilenet_v2``: torchvision's MobileNetV2 (``width_mult=width``);
+* ``resnet18``, ``resnet34``: torchvision's ImageNet ResNets (``width`` must be 1.0).
+
+The image models take 3-channel inputs of any size from 8x8 up; they ignore ``input_dim`` and
+``hidden``. Weights are always randomly initialised; nothing is ever downloaded.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from torch import nn
 
 from ..errors import ConfigError
 from .mlp import MLP
+from .resnet_cifar import CifarResNet, resnet56
 
-MODELS = ("mlp",)
+MODELS = ("mlp", "resnet56", "mobilenet_v2", "resnet18", "resnet34")
 
 
-def build_model(name: str, input_dim: int, num_classes: int, hidden: Sequence[int] = (128, 64)) -> nn.Module:
-    """Build a model by name (``mlp``)."""
+def build_model(
+    name: str,
+    input_dim: int | None = None,
+    num_classes: int = 2,
+    hidden: Sequence[int] = (128, 64),
+    *,
+    width: float = 1.0,
+    pretrained: bool = False,
+) -> nn.Module:
+    """Build a randomly initialised model by name (one of :data:`MODELS`).
+
+    ``width`` scales the channels of ``resnet56`` and ``mobilenet_v2``; it must be 1.0 for the
+    other models. ``pretrained=True`` is refused: load a dense checkpoint via ``model.checkpoint``.
+    """
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    if pretrained:
+        raise ConfigError(
+            f"pretrained=True is not supported for model {name!r} (weights are never downloaded); "
+            "pass a dense checkpoint via model.checkpoint instead"
+        )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"num_classes must be an int >= 1, got {num_classes!r}")
+    if (
+        isinstance(width, bool)
+        or not isinstance(width, (int, float))
+        or not math.isfinite(width)
+        or not width > 0
+    ):
+        raise ConfigError(f"model width must be a finite number > 0, got {width!r}")
+    if name in ("mlp", "resnet18", "resnet34") and width != 1.0:
+        raise ConfigError(
+            f"model width must be 1.0 for {name!r}, got {width!r}; width applies to resnet56 and mobilenet_v2"
+        )
+
     if name == "mlp":
+        if input_dim is None:
+            raise ConfigError("model 'mlp' needs input_dim (the number of input features), got None")
         return MLP(input_dim, hidden, num_classes)
-    raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    if name == "resnet56":
+        return resnet56(num_classes, width=width)
+
+    # torchvision is imported lazily: tabular runs never pay for it.
+    from torchvision import models as tv
+
+    if name == "mobilenet_v2":
+        return tv.mobilenet_v2(weights=None, num_classes=num_classes, width_mult=float(width))
+    if name == "resnet18":
+        return tv.resnet18(weights=None, num_classes=num_classes)
+    if name == "resnet34":
+        return tv.resnet34(weights=None, num_classes=num_classes)
+    raise AssertionError(f"model {name!r} is listed in MODELS but build_model does not build it")
 
 
-__all__ = ["MLP", "MODELS", "build_model"]
+__all__ = ["MLP", "MODELS", "CifarResNet", "build_model", "resnet56"]

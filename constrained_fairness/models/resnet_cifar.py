@@ -13,11 +13,13 @@ strided identity whose missing channels are zero-padded (:class:`PadShortcut`). 
 (He et al., 2015), BatchNorm starts at ``γ = 1, β = 0``, and the classifier keeps PyTorch's default
 (Kaiming-uniform) initialisation.
 
-Every stride-2 step uses ``padding = 1`` so any input of at least 1x1 with 3 channels works; the global
-average pooling makes the classifier independent of the input size.
+Every stride-2 step uses ``padding = 1`` and the classifier follows a global average pooling, so any
+3-channel input size works (8x8 and up is tested).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +39,9 @@ def scaled_channels(width: float) -> tuple[int, int, int]:
 def blocks_per_stage(depth: int) -> int:
     """``n`` such that ``depth = 6n + 2``; :class:`ConfigError` if there is none with ``n ≥ 1``."""
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-        raise ConfigError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth!r}")
+        raise ConfigError(
+            f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth!r}"
+        )
     return (depth - 2) // 6
 
 
@@ -101,8 +105,13 @@ class CifarResNet(nn.Module):
         n = blocks_per_stage(depth)
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ConfigError(f"num_classes must be an int >= 1, got {num_classes!r}")
-        if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-            raise ConfigError(f"model width must be a number > 0, got {width!r}")
+        if (
+            isinstance(width, bool)
+            or not isinstance(width, (int, float))
+            or not math.isfinite(width)
+            or not width > 0
+        ):
+            raise ConfigError(f"model width must be a finite number > 0, got {width!r}")
         self.depth = depth
         self.num_classes = num_classes
         self.width = float(width)

@@ -44,3 +44,52 @@ class TensorBatches:
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             yield self.inputs[idx], self.targets[idx], self.attributes[idx]
+
+
+class LoaderBatches:
+    """Mini-batches ``(inputs, targets, attributes)`` of a map-style dataset through a
+    ``DataLoader``; epoch ``e`` is shuffled by a generator seeded with ``(seed, e)``.
+
+    Worker processes get seeds derived from the same generator, so data augmentation is
+    reproducible too (on CPU, for a fixed ``num_workers``). The last, incomplete batch of
+    an epoch is dropped when the split holds more than one batch: batch-norm layers
+    cannot train on a batch of one, and the order changes every epoch anyway.
+    """
+
+    def __init__(
+        self,
+        dataset: torch.utils.data.Dataset,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+
+    @property
+    def drop_last(self) -> bool:
+        return len(self.dataset) > self.batch_size  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        return n // self.batch_size if self.drop_last else 1
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=self.shuffle,
+            generator=generator,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            drop_last=self.drop_last,
+            persistent_workers=False,
+        )
+        yield from loader

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -11,8 +11,24 @@ import torch.nn.functional as F
 from ..constraints.base import BatchOutputs
 from ..groups import Grouping
 from ..metrics import GroupStats, excess_accuracy_gap, max_over_present
+from ..precision import autocast
 
 SplitTensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # inputs, targets, attribute codes
+SplitSource = SplitTensors | torch.utils.data.Dataset  # in-memory tensors, or a dataset of such triples
+
+
+def iterate_split(source: SplitSource, batch_size: int, num_workers: int = 0) -> Iterator[SplitTensors]:
+    """Batches of a split in order (never dropping a row)."""
+    if isinstance(source, tuple):
+        inputs, targets, attributes = source
+        for start in range(0, len(targets), batch_size):
+            stop = start + batch_size
+            yield inputs[start:stop], targets[start:stop], attributes[start:stop]
+        return
+    loader = torch.utils.data.DataLoader(
+        source, batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
+    yield from loader
 
 
 @dataclass
@@ -67,11 +83,18 @@ class Evaluator:
     """
 
     def __init__(
-        self, splits: Mapping[str, SplitTensors], grouping: Grouping, batch_size: int = 8192
+        self,
+        splits: Mapping[str, SplitSource],
+        grouping: Grouping,
+        batch_size: int = 8192,
+        num_workers: int = 0,
+        autocast_dtype: torch.dtype | None = None,
     ) -> None:
         self.splits = dict(splits)
         self.grouping = grouping
         self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.autocast_dtype = autocast_dtype
         self.dense: dict[str, GroupStats] | None = None
 
     @torch.no_grad()
@@ -81,13 +104,13 @@ class Evaluator:
         model.eval()
         device = next(model.parameters()).device
         out = {}
-        for name, (inputs, targets, attributes) in self.splits.items():
-            logits = torch.cat(
-                [
-                    model(inputs[s : s + self.batch_size].to(device)).cpu()
-                    for s in range(0, len(targets), self.batch_size)
-                ]
-            )
+        for name, source in self.splits.items():
+            parts = []
+            for inputs, targets, attributes in iterate_split(source, self.batch_size, self.num_workers):
+                with autocast(device, self.autocast_dtype):
+                    logits = model(inputs.to(device, non_blocking=True))
+                parts.append((logits.float().cpu(), targets, attributes))
+            logits, targets, attributes = (torch.cat(t) for t in zip(*parts, strict=True))
             losses = F.cross_entropy(logits, targets, reduction="none")
             out[name] = BatchOutputs(logits=logits, targets=targets, attributes=attributes, losses=losses)
         model.train(was_training)

@@ -10,6 +10,7 @@ import torch
 from cooper.optim import AlternatingDualPrimalOptimizer, UnconstrainedOptimizer, nuPI
 
 from ..config import DualConfig
+from ..errors import ConfigError
 from ..problem import FairnessProblem
 
 # nuPI builds sparse updates for the IndexedMultiplier; torch warns once that sparse
@@ -27,6 +28,10 @@ def build_dual_optimizer(params: Sequence[torch.nn.Parameter], cfg: DualConfig) 
     """
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, maximize=True)
+    if cfg.optimizer != "nupi":
+        raise ConfigError(
+            f"dual optimizer must be sgd or nupi, got {cfg.optimizer!r} (Adam cannot step sparse duals)"
+        )
     return nuPI(params, lr=cfg.lr, Kp=cfg.nupi_kp, Ki=cfg.nupi_ki, ema_nu=cfg.nupi_ema, maximize=True)
 
 

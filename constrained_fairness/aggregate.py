@@ -1,0 +1,54 @@
+"""Aggregate runs over seeds into a paper-style table: mean ± std per method and sparsity.
+
+For a metric ``x`` over seeds ``x_1..x_n``: mean ``x̄ = Σ x_i / n`` and sample standard
+deviation ``s = sqrt(Σ (x_i − x̄)² / (n − 1))`` (0 for a single seed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+COLUMNS = (("train", "accuracy"), ("train", "max_eag"), ("test", "accuracy"), ("test", "max_eag"))
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+def aggregate(runs: Sequence[dict[str, Any]]) -> dict[tuple[float, str], dict[str, tuple[float, float, int]]]:
+    """``{(sparsity, method): {"train/accuracy": (mean, std, n), ...}}`` from metrics dicts."""
+    cells: dict[tuple[float, str], dict[str, list[float]]] = {}
+    for metrics in runs:
+        for method, entry in metrics["methods"].items():
+            cell = cells.setdefault((float(metrics["sparsity"]), method), {})
+            for split, key in COLUMNS:
+                value = entry[split][key]
+                if value is not None:
+                    cell.setdefault(f"{split}/{key}", []).append(float(value))
+    return {k: {c: (*mean_std(v), len(v)) for c, v in cell.items()} for k, cell in cells.items()}
+
+
+def format_table(table: dict[tuple[float, str], dict[str, tuple[float, float, int]]]) -> str:
+    header = "| sparsity | method | seeds | train acc | train max EAG | test acc | test max EAG |"
+    lines = [header, "| ---: | :--- | ---: | ---: | ---: | ---: | ---: |"]
+    for (sparsity, method), cell in sorted(table.items(), key=lambda kv: kv[0][0]):
+        stats = [cell.get(f"{s}/{k}") for s, k in COLUMNS]
+        n = max((s[2] for s in stats if s), default=0)
+        shown = [f"{s[0]:.4f} ± {s[1]:.4f}" if s else "–" for s in stats]
+        lines.append(f"| {sparsity:g} | {method} | {n} | " + " | ".join(shown) + " |")
+    return "\n".join(lines)
+
+
+def write_table(run_dirs: Sequence[Path], path: Path) -> str:
+    """Read each run's ``metrics.json``, aggregate and write the markdown table to ``path``."""
+    runs = [json.loads((Path(d) / "metrics.json").read_text()) for d in run_dirs]
+    text = format_table(aggregate(runs)) + "\n"
+    path.write_text(text)
+    return text
