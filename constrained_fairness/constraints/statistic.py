@@ -36,6 +36,7 @@ import cooper
 import torch
 
 from ..buffer import ReplayBuffer
+from ..distributed import gather_cat, global_sum, is_distributed, world_size
 from ..errors import ConfigError
 from ..groups import Grouping
 from .base import BatchOutputs, GroupConstraint, check_tolerance, indexed_state
@@ -149,17 +150,20 @@ class GroupStatisticConstraint(GroupConstraint, abc.ABC):
         return rows, groups
 
     def batch_means(
-        self, values: torch.Tensor, groups: torch.Tensor
+        self, values: torch.Tensor, groups: torch.Tensor, across_ranks: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Present groups, their means and their partition's overall mean, from one batch.
 
         ``values`` are per membership. The overall mean of a partition counts every
-        sample of the partition once: ``Σ_{g∈P} sum[g] / Σ_{g∈P} n[g]``.
+        sample of the partition once: ``Σ_{g∈P} sum[g] / Σ_{g∈P} n[g]``. With
+        ``across_ranks`` (training under DDP) sums and counts are those of the global batch.
         """
         counts = torch.bincount(groups, minlength=self.num_groups).to(values.dtype)
         sums = torch.zeros(self.num_groups, dtype=values.dtype, device=values.device).index_add(
             0, groups, values
         )
+        if across_ranks:
+            counts, sums = global_sum(counts), global_sum(sums)
         present = torch.nonzero(counts).flatten()
         part_sums = torch.zeros(self.num_partitions, dtype=values.dtype, device=values.device)
         part_sums = part_sums.index_add(0, self.partition, sums)
@@ -179,16 +183,18 @@ class GroupStatisticConstraint(GroupConstraint, abc.ABC):
     def compute(self, batch: BatchOutputs) -> cooper.ConstraintState | None:
         stat = self.sample_statistic(batch)
         rows, groups = self.memberships(batch, stat)
-        if groups.numel() == 0:
+        if groups.numel() == 0 and not is_distributed():  # under DDP every rank must join the reductions
             return None
-        present, means, overall = self.batch_means(stat.proxy[rows], groups)
+        present, means, overall = self.batch_means(stat.proxy[rows], groups, across_ranks=True)
         proxy, proxy_ids = self._rows(self.proxy_violations(means, overall, present), present)
+        proxy = proxy * world_size()  # DDP averages gradients over ranks; each holds a local share
 
         strict_values = stat.strict.detach()[rows]
         if self.buffer is None:
-            present, means, overall = self.batch_means(strict_values, groups)
+            present, means, overall = self.batch_means(strict_values, groups, across_ranks=True)
             strict, strict_ids = self._rows(self.strict_violations(means, overall, present), present)
             return indexed_state(proxy, proxy_ids, strict, strict_ids)
+        strict_values, groups = gather_cat(strict_values), gather_cat(groups)  # DDP: every rank's samples
         self.seen += torch.bincount(groups, minlength=self.num_groups).to(self.seen.dtype)
         self.buffer.push(strict_values, groups)
         full = self.buffer.is_full

@@ -1,0 +1,58 @@
+"""Data-parallel training (DDP) of constrained problems.
+
+Cooper's FAQ notes that DDP is not supported out of the box: the sparse gradients of an
+``IndexedMultiplier`` do not all-reduce. We never all-reduce multipliers. Instead the
+constraint *statistics* are combined across ranks before any violation is computed:
+
+* proxy (primal): per-group sums and counts are summed over ranks, so every rank sees
+  the global batch's group means; gradients flow through the local part only, and the
+  proxy is scaled by the world size so that DDP's gradient *averaging* yields the
+  gradient of the global proxy (the loss, a per-rank mean, is averaged as usual);
+* strict (dual): the per-sample values and group ids are gathered in rank order and
+  pushed into every rank's replay buffer, so all buffers hold the same values.
+
+Every rank then computes identical strict violations and takes identical dual steps,
+so the multipliers stay equal across ranks. With equal per-rank batch sizes the result
+matches a single process on the concatenated (global) batches.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def global_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """``Σ_ranks tensor``, differentiable through this rank's own term only."""
+    if not is_distributed():
+        return tensor
+    total = tensor.detach().clone()
+    dist.all_reduce(total)
+    return tensor + (total - tensor.detach())
+
+
+def gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenation over ranks, in rank order, of 1-D tensors of possibly different lengths."""
+    if not is_distributed():
+        return tensor
+    size = torch.tensor([tensor.numel()], device=tensor.device)
+    sizes = [torch.zeros_like(size) for _ in range(world_size())]
+    dist.all_gather(sizes, size)
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros(longest, dtype=tensor.dtype, device=tensor.device)
+    padded[: tensor.numel()] = tensor
+    parts = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes, strict=True)])

@@ -1,0 +1,79 @@
+"""DDP: two gloo processes on CPU take the same CEAG steps as one process on the global batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from constrained_fairness.config import DualConfig
+from constrained_fairness.constraints import DemographicParity, DenseReference, ExcessAccuracyGap
+from constrained_fairness.groups import Grouping
+from constrained_fairness.metrics import GroupStats
+from constrained_fairness.models import MLP
+from constrained_fairness.problem import FairnessProblem
+from constrained_fairness.training.optimizers import build_cooper_optimizer
+
+G, STEPS, GLOBAL_BATCH = 4, 6, 32
+
+
+def setup(distributed: bool):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(STEPS * GLOBAL_BATCH, 5, generator=gen)
+    y = (x[:, 0] + 0.5 * torch.randn(len(x), generator=gen) > 0).long()
+    a = torch.randint(0, G, (len(x), 1), generator=gen)
+    torch.manual_seed(0)
+    model = MLP(5, [16], 2)
+    with torch.no_grad():
+        logits = model(x)
+    stats = GroupStats.from_outputs(
+        (logits.argmax(1) == y).float(), F.cross_entropy(logits, y, reduction="none"), a[:, 0], G
+    )
+    grouping = Grouping.single(G)
+    constraints = [
+        ExcessAccuracyGap(DenseReference.from_stats(stats), 0.0, buffer_size=4, grouping=grouping),
+        DemographicParity(grouping, 0.0, 2, buffer_size=3),
+    ]
+    problem = FairnessProblem(constraints, ["ceag", "dp"])
+    net = DistributedDataParallel(model) if distributed else model
+    primal = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    optimizer = build_cooper_optimizer(
+        problem, primal, [DualConfig(lr=0.5), DualConfig(lr=0.5, optimizer="nupi")]
+    )
+    return (x, y, a), model, net, problem, optimizer
+
+
+def train(rank: int, world: int) -> dict[str, torch.Tensor]:
+    (x, y, a), model, net, problem, optimizer = setup(world > 1)
+    local = GLOBAL_BATCH // world
+    for step in range(STEPS):
+        start = step * GLOBAL_BATCH + rank * local
+        batch = slice(start, start + local)
+        optimizer.roll({"model": net, "inputs": x[batch], "targets": y[batch], "attributes": a[batch]})
+    return {
+        "ceag": problem.ceag.multiplier_values(),
+        "dp": problem.dp.multiplier_values(),
+        **{f"param/{k}": v.detach().clone() for k, v in model.state_dict().items()},
+    }
+
+
+def worker(rank: int, world: int, init_file: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        torch.save(train(rank, world), Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_multipliers_are_identical_across_ranks_and_match_one_process(tmp_path):
+    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    single = train(0, 1)
+    assert float(single["ceag"].max()) > 0 and float(single["dp"].max()) > 0  # the duals did move
+    for key in single:
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+        assert torch.allclose(ranks[0][key], single[key], atol=1e-5), key
