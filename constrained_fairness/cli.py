@@ -70,6 +70,11 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, [*args.overrides, *args.assignments])
     progress = {"always": True, "never": False}.get(cfg.logging.progress, sys.stderr.isatty())
     result = run_experiment(cfg, output=args.output, resume=args.resume, progress=progress and not args.quiet)
+    if not args.quiet and result.metrics.get("world_size", 1) > 1:
+        from .distributed import rank
+
+        if rank() != 0:
+            return 0
     if not args.quiet:
         print(_summary(result.metrics))
         print(f"run folder: {result.run_dir}  (report.md, metrics.json, plots/)")

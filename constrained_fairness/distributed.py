@@ -56,3 +56,32 @@ def gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.zeros_like(padded) for _ in sizes]
     dist.all_gather(parts, padded)
     return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes, strict=True)])
+
+
+def init_from_environment(device: str) -> torch.device | None:
+    """Join the process group that ``torchrun`` describes in the environment.
+
+    Returns this rank's device (``cuda:LOCAL_RANK`` with NCCL, or the CPU with gloo), or
+    ``None`` when the run is not distributed (``WORLD_SIZE`` unset or 1).
+    """
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def broadcast_object(value: object) -> object:
+    """Rank 0's ``value`` on every rank."""
+    if not is_distributed():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]

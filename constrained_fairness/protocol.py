@@ -43,6 +43,7 @@ from .constraints.base import BatchOutputs
 from .constraints.registry import BuildContext, build_constraint, check_constraint_spec
 from .data import TabularData, load_adult, load_csv
 from .data.images import ImageData
+from .distributed import broadcast_object, init_from_environment, rank, world_size
 from .errors import CheckpointError, ConfigError
 from .groups import GroupIndex, Grouping
 from .models import build_model
@@ -161,7 +162,16 @@ class Experiment:
         self.run_dir = Path(cfg.output_dir) / cfg.name
         self.resume = False
         torch.manual_seed(cfg.seed)
-        self.device = resolve_device(cfg.device)
+        self.device = init_from_environment(cfg.device) or resolve_device(cfg.device)
+        self.rank, self.world = rank(), world_size()
+        for key, size in (
+            ("dense.batch_size", cfg.dense.batch_size),
+            ("finetune.batch_size", cfg.finetune.batch_size),
+        ):
+            if size % self.world:
+                raise ConfigError(
+                    f"{key} = {size} is the global batch; make it a multiple of the {self.world} ranks"
+                )
         self.data = data if data is not None else load_data(cfg)
         self.attributes = GroupIndex.from_lists(self.data.attribute_names, self.data.attribute_values)
         self.grouping = Grouping.create(self.attributes, cfg.data.protected, "intersectional")
@@ -200,9 +210,18 @@ class Experiment:
     def _batches(self, batch_size: int) -> TensorBatches | LoaderBatches:
         train = self.splits["train"]
         if isinstance(train, tuple):
-            return TensorBatches(*train, batch_size, shuffle=True, seed=self.cfg.seed)
+            return TensorBatches(*train, batch_size, True, self.cfg.seed, self.rank, self.world)
         d = self.cfg.data
-        return LoaderBatches(self.train_set, batch_size, True, self.cfg.seed, d.num_workers, d.pin_memory)
+        return LoaderBatches(
+            self.train_set,
+            batch_size,
+            True,
+            self.cfg.seed,
+            d.num_workers,
+            d.pin_memory,
+            self.rank,
+            self.world,
+        )
 
     def _new_model(self) -> torch.nn.Module:
         m = self.cfg.model
@@ -220,6 +239,41 @@ class Experiment:
 
     def _checkpoint(self, stage: str) -> Path:
         return self.run_dir / "checkpoints" / f"{stage}.pt"
+
+    def _save_to(self, stage: str) -> Path | None:
+        """Where a stage checkpoints (rank 0 only under DDP)."""
+        return self._checkpoint(stage) if self.rank == 0 else None
+
+    def _trainer(
+        self,
+        name: str,
+        model: torch.nn.Module,
+        problem: FairnessProblem,
+        primal: torch.optim.Optimizer,
+        duals: list,
+        batch_size: int,
+        **kwargs: Any,
+    ) -> Trainer:
+        net = model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        return Trainer(
+            name,
+            model,
+            problem,
+            build_cooper_optimizer(problem, primal, duals),
+            self._batches(batch_size),
+            self.evaluator,
+            logger=self.logger,
+            log_every=self.cfg.logging.log_every,
+            progress=self.progress and self.rank == 0,
+            net=net,
+            **kwargs,
+        )
 
     def _resume_into(self, trainer: Trainer, stage: str) -> None:
         path = self._checkpoint(stage)
@@ -239,20 +293,9 @@ class Experiment:
             )
         else:
             primal = torch.optim.Adam(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
-        problem = self._problem([], [])
-        trainer = Trainer(
-            "dense",
-            model,
-            problem,
-            build_cooper_optimizer(problem, primal, []),
-            self._batches(d.batch_size),
-            self.evaluator,
-            logger=self.logger,
-            log_every=self.cfg.logging.log_every,
-            progress=self.progress,
-        )
+        trainer = self._trainer("dense", model, self._problem([], []), primal, [], d.batch_size)
         self._resume_into(trainer, "dense")
-        trainer.run(d.epochs, self._checkpoint("dense"))
+        trainer.run(d.epochs, self._save_to("dense"))
         self.history += trainer.history
         return model
 
@@ -272,20 +315,16 @@ class Experiment:
         )
         milestones = sorted({max(1, round(frac * total)) for frac in f.lr_milestones})
         scheduler = torch.optim.lr_scheduler.MultiStepLR(primal, milestones=milestones, gamma=f.lr_gamma)
-        problem = self._problem(constraints, names)
-        return Trainer(
+        return self._trainer(
             name,
             model,
-            problem,
-            build_cooper_optimizer(problem, primal, duals),
-            self._batches(f.batch_size),
-            self.evaluator,
+            self._problem(constraints, names),
+            primal,
+            duals,
+            f.batch_size,
             scheduler=scheduler,
             pruner=MagnitudePruner(model, p.scope, p.dense_layers),
             sparsity_at=lambda e: cubic_sparsity(e + 1, p.epochs, p.sparsity),
-            logger=self.logger,
-            log_every=self.cfg.logging.log_every,
-            progress=self.progress,
         )
 
     def method_constraints(
@@ -322,16 +361,21 @@ class Experiment:
         cfg, start = self.cfg, time.perf_counter()
         if resume:
             check_same_config(self.run_dir / "config.yaml", cfg)
-        (self.run_dir / "config.yaml").write_text(dump_config(cfg))
         self.history: list[dict[str, Any]] = []
-        if not self.resume:
-            (self.run_dir / "history.jsonl").unlink(missing_ok=True)
-        self.logger = RunLogger(self.run_dir, cfg.to_dict(), cfg.logging.wandb, cfg.logging.tensorboard)
+        if self.rank == 0:  # under DDP, rank 0 alone writes files and logs
+            (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+            if not self.resume:
+                (self.run_dir / "history.jsonl").unlink(missing_ok=True)
+            self.logger = RunLogger(self.run_dir, cfg.to_dict(), cfg.logging.wandb, cfg.logging.tensorboard)
         try:
             metrics = self._run_stages()
         finally:
-            self.logger.close()
+            if self.logger is not None:
+                self.logger.close()
         metrics["wall_seconds"] = time.perf_counter() - start
+        metrics["world_size"] = self.world
+        if self.rank != 0:
+            return metrics
         _write_json_atomic(self.run_dir / "metrics.json", metrics)
         from .report import write_report
 
@@ -372,7 +416,7 @@ class Experiment:
         branch = 0 if cfg.pruning.mitigate_while_pruning else cfg.pruning.epochs - 1
         shared = self.sparse_trainer("gmp", dense, [], [], [])
         self._resume_into(shared, "gmp")
-        shared.run(branch, self._checkpoint("gmp"))
+        shared.run(branch, self._save_to("gmp"))
         self.history += shared.history
         shared_state = shared.state_dict()
         total = cfg.pruning.epochs + cfg.finetune.epochs
@@ -392,7 +436,7 @@ class Experiment:
                 trainer.load_state_dict(load_checkpoint(self._checkpoint(method)))
             else:
                 trainer.load_state_dict(shared_state, primal_only=True)
-            trainer.run(total, self._checkpoint(method))
+            trainer.run(total, self._save_to(method))
             self.history += trainer.history
             if method in cfg.methods:
                 methods[method] = self._method_metrics(model, trainer.epoch - 1)
@@ -509,7 +553,8 @@ def run_experiment(
     ``constrained_fairness.data.from_records(dataframe, target=..., protected=[...])``.
     """
     experiment = Experiment(cfg, data=data, progress=progress)  # loads and checks the data first
-    run_dir = prepare_run_dir(cfg, output, resume)
+    run_dir = prepare_run_dir(cfg, output, resume) if experiment.rank == 0 else None
+    run_dir = Path(str(broadcast_object(str(run_dir))))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*TensorBoard.*")
         metrics = experiment.run(run_dir, resume=resume)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -77,3 +78,50 @@ def test_ddp_multipliers_are_identical_across_ranks_and_match_one_process(tmp_pa
     for key in single:
         assert torch.equal(ranks[0][key], ranks[1][key]), key
         assert torch.allclose(ranks[0][key], single[key], atol=1e-5), key
+
+
+def test_torchrun_two_cpu_processes_match_one_process(tmp_path):
+    """The whole protocol under ``torchrun --nproc_per_node 2`` (gloo) against one process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from .helpers import tiny_config
+
+    config = tiny_config(tmp_path, methods="[nft, ceag]")
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "constrained_fairness", "run", str(config), "--quiet"]
+    subprocess.run([*base, "--output", str(single)], check=True, env=env, timeout=300)
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+    ]
+    result = subprocess.run(
+        [*torchrun, "-m", "constrained_fairness", "run", str(config), "--quiet", "--output", str(ddp)],
+        env=env,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    a = json.loads((single / "metrics.json").read_text())
+    b = json.loads((ddp / "metrics.json").read_text())
+    assert b["world_size"] == 2
+    for method in ("nft", "ceag"):
+        for split in ("train", "test"):
+            assert b["methods"][method][split]["accuracy"] == pytest.approx(
+                a["methods"][method][split]["accuracy"], abs=0.005
+            )
+            assert b["methods"][method][split]["loss"] == pytest.approx(
+                a["methods"][method][split]["loss"], rel=1e-4
+            )
+    assert b["methods"]["ceag"]["multipliers"]["ceag"] == pytest.approx(
+        a["methods"]["ceag"]["multipliers"]["ceag"], abs=1e-4
+    )

@@ -14,8 +14,18 @@ import torch
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
+def shard(indices: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """This rank's contiguous share of a global batch of indices (DDP)."""
+    per_rank = -(-len(indices) // world)
+    return indices[rank * per_rank : (rank + 1) * per_rank]
+
+
 class TensorBatches:
-    """Mini-batches ``(inputs, targets, attributes)``; the last, smaller batch is kept."""
+    """Mini-batches ``(inputs, targets, attributes)``; the last, smaller batch is kept.
+
+    Under DDP (``world > 1``) ``batch_size`` is the global batch; rank ``r`` yields its
+    contiguous share of each global batch.
+    """
 
     def __init__(
         self,
@@ -25,8 +35,11 @@ class TensorBatches:
         batch_size: int,
         shuffle: bool = True,
         seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         self.inputs, self.targets, self.attributes = inputs, targets, attributes
+        self.rank, self.world = rank, world
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -42,7 +55,7 @@ class TensorBatches:
         else:
             order = torch.arange(n)
         for start in range(0, n, self.batch_size):
-            idx = order[start : start + self.batch_size]
+            idx = shard(order[start : start + self.batch_size], self.rank, self.world)
             yield self.inputs[idx], self.targets[idx], self.attributes[idx]
 
 
@@ -64,7 +77,10 @@ class LoaderBatches:
         seed: int = 0,
         num_workers: int = 0,
         pin_memory: bool = False,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
+        self.rank, self.world = rank, world
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -82,14 +98,18 @@ class LoaderBatches:
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        n = len(self.dataset)  # type: ignore[arg-type]
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        stop = n - n % self.batch_size if self.drop_last else n
+        batches = [
+            shard(order[s : s + self.batch_size], self.rank, self.world).tolist()
+            for s in range(0, stop, self.batch_size)
+        ]
         loader = torch.utils.data.DataLoader(
             self.dataset,
-            batch_size=self.batch_size,
-            shuffle=self.shuffle,
-            generator=generator,
+            batch_sampler=batches,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            drop_last=self.drop_last,
-            persistent_workers=False,
+            generator=generator,
         )
         yield from loader

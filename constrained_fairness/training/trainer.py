@@ -42,6 +42,8 @@ class Trainer:
         pruner: optional magnitude pruner; masks are re-applied after every step.
         sparsity_at: epoch → target sparsity at the start of that epoch (GMP schedule).
         logger: optional run logger; ``log_every`` steps between step-level scalars.
+        net: the module that runs the forward pass, e.g. ``DistributedDataParallel(model)``;
+            defaults to ``model``.
     """
 
     def __init__(
@@ -58,9 +60,11 @@ class Trainer:
         logger: RunLogger | None = None,
         log_every: int = 20,
         progress: bool = False,
+        net: torch.nn.Module | None = None,
     ) -> None:
         self.name = name
         self.model = model
+        self.net = net if net is not None else model  # what runs the forward pass (a DDP wrapper)
         self.problem = problem
         self.optimizer = optimizer
         self.batches = batches
@@ -90,7 +94,7 @@ class Trainer:
             inputs, targets, attributes = (
                 t.to(self.device, non_blocking=True) for t in (inputs, targets, attributes)
             )
-            kwargs = {"model": self.model, "inputs": inputs, "targets": targets, "attributes": attributes}
+            kwargs = {"model": self.net, "inputs": inputs, "targets": targets, "attributes": attributes}
             rollout = self.optimizer.roll(compute_cmp_state_kwargs=kwargs)
             if self.pruner is not None:
                 self.pruner.apply()
