@@ -87,3 +87,39 @@ def test_paper_pipeline_runs_on_tiny_fixtures(tmp_path, dataset):
     assert list(metrics["methods"]) == ["nft", "nft_es", "el", "el_rb", "ceag"]
     assert metrics["dense"] == json.loads((dense_dir / "metrics.json").read_text())["dense"]
     assert not (table_dir / "checkpoints" / "dense.pt").exists()  # the dense model came from the checkpoint
+
+
+def _corrupt_one_image(root: Path) -> str:
+    victim = sorted(root.glob("*.jpg"))[0]
+    victim.write_bytes(b"not a jpeg at all")
+    return victim.name
+
+
+@pytest.mark.parametrize("case", ["missing_root", "empty_folder", "corrupt_image", "csv_missing_column"])
+def test_bad_image_data_gives_one_line_naming_the_path(tmp_path, case, capsys):
+    dataset = "fairface" if case == "csv_missing_column" else "utkface"
+    root = tmp_path / "data"
+    expected = str(root)
+    if case == "empty_folder":
+        root.mkdir()
+    elif case == "corrupt_image":
+        expected = _corrupt_one_image(make_utkface(root))
+    elif case == "csv_missing_column":
+        make_fairface(root)
+        csv = root / "fairface_label_train.csv"
+        csv.write_text(csv.read_text().replace(",gender,", ",sex,"))
+        expected = "fairface_label_train.csv"
+    code = main(
+        [
+            "run",
+            str(CONFIGS / dataset / "table.yaml"),
+            "--output",
+            str(tmp_path / "run"),
+            "--quiet",
+            *overrides(dataset, root, ["model.width=1.0"] if dataset == "fairface" else []),
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "run" / "metrics.json").exists()
