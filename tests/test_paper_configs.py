@@ -87,6 +87,20 @@ def test_paper_pipeline_runs_on_tiny_fixtures(tmp_path, dataset):
     assert list(metrics["methods"]) == ["nft", "nft_es", "el", "el_rb", "ceag"]
     assert metrics["dense"] == json.loads((dense_dir / "metrics.json").read_text())["dense"]
     assert not (table_dir / "checkpoints" / "dense.pt").exists()  # the dense model came from the checkpoint
+    for stage in STAGES[1:]:  # each stage file on its own, from the same dense checkpoint
+        stage_dir = tmp_path / stage
+        code = main(
+            [
+                "run",
+                str(CONFIGS / dataset / f"{stage}.yaml"),
+                "--output",
+                str(stage_dir),
+                "--quiet",
+                *overrides(dataset, root, [f"model.checkpoint={checkpoint}"]),
+            ]
+        )
+        assert code == 0, stage
+        assert list(json.loads((stage_dir / "metrics.json").read_text())["methods"]) == [stage]
 
 
 def _corrupt_one_image(root: Path) -> str:
