@@ -160,7 +160,7 @@ class ExperimentConfig:
     seed: int = 0
     output_dir: str = "runs"
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (cuda when available)
-    precision: str = "fp32"  # fp32 | bf16 (autocast of the forward passes)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast of the forward passes; fp16 with loss scaling)
     channels_last: bool = False  # NHWC memory format for image models
     eval_batch_size: int = 8192
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
@@ -272,7 +272,8 @@ class ExperimentConfig:
             f"data.name must be one of {', '.join(DATASETS)}, got {self.data.name!r}",
         )
         _require(
-            self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {self.precision!r}"
+            self.precision in ("fp32", "bf16", "fp16"),
+            f"precision must be fp32, bf16 or fp16, got {self.precision!r}",
         )
         _require(self.model.width > 0, f"model.width must be > 0, got {self.model.width}")
         _require(self.data.num_workers >= 0, f"data.num_workers must be >= 0, got {self.data.num_workers}")

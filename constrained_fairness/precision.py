@@ -1,7 +1,8 @@
 """Device and mixed-precision helpers.
 
 ``precision: bf16`` runs forward passes under ``torch.autocast`` in bfloat16 (no loss
-scaling needed); ``fp32`` runs in full precision. Losses, constraint statistics and
+scaling needed); ``fp16`` in float16 with a ``GradScaler`` on the primal backward;
+``fp32`` runs in full precision. Losses, constraint statistics and
 multipliers are always float32.
 """
 
@@ -13,16 +14,18 @@ import torch
 
 from .errors import ConfigError
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
     if precision not in PRECISIONS:
-        raise ConfigError(
-            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r} "
-            "(fp16 with loss scaling is not supported yet; use bf16)"
-        )
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return PRECISIONS[precision]
+
+
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
+    """A loss scaler for fp16 (whose gradients underflow without one); ``None`` otherwise."""
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -47,7 +47,7 @@ from .distributed import broadcast_object, init_from_environment, rank, world_si
 from .errors import CheckpointError, ConfigError
 from .groups import GroupIndex, Grouping
 from .models import build_model
-from .precision import autocast_dtype
+from .precision import autocast_dtype, grad_scaler
 from .problem import FairnessProblem
 from .sparsity import MagnitudePruner, cubic_sparsity
 from .training.batches import LoaderBatches, TensorBatches
@@ -265,7 +265,7 @@ class Experiment:
             name,
             model,
             problem,
-            build_cooper_optimizer(problem, primal, duals),
+            build_cooper_optimizer(problem, primal, duals, grad_scaler(self.cfg.precision, self.device)),
             self._batches(batch_size),
             self.evaluator,
             logger=self.logger,

@@ -248,3 +248,31 @@ def test_reproduce_aggregates_seeds_and_sparsities_into_a_table(tmp_path):
     mtime = (out / "sparsity0.5_seed0" / "metrics.json").stat().st_mtime
     assert main([*args, "--quiet"]) == 0
     assert (out / "sparsity0.5_seed0" / "metrics.json").stat().st_mtime == mtime
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_runs_and_stays_close_to_fp32(tmp_path, precision):
+    import torch
+
+    config = tiny_config(tmp_path, methods="[nft, ceag]")
+    assert main(["run", str(config), "--output", str(tmp_path / "fp32"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(config),
+                "--output",
+                str(tmp_path / precision),
+                "--quiet",
+                "--set",
+                f"precision={precision}",
+            ]
+        )
+        == 0
+    )
+    full = json.loads((tmp_path / "fp32" / "metrics.json").read_text())["methods"]
+    mixed = json.loads((tmp_path / precision / "metrics.json").read_text())["methods"]
+    for method in ("nft", "ceag"):
+        assert mixed[method]["test"]["loss"] == pytest.approx(full[method]["test"]["loss"], rel=0.05)
+    state = torch.load(tmp_path / precision / "checkpoints" / "ceag.pt", weights_only=True)
+    assert (state["scaler"] is not None) == (precision == "fp16")

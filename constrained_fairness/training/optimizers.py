@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import cooper
 import torch
 from cooper.optim import AlternatingDualPrimalOptimizer, UnconstrainedOptimizer, nuPI
+from cooper.optim.optimizer import RollOut
 
 from ..config import DualConfig
 from ..errors import ConfigError
@@ -35,8 +36,56 @@ def build_dual_optimizer(params: Sequence[torch.nn.Parameter], cfg: DualConfig) 
     return nuPI(params, lr=cfg.lr, Kp=cfg.nupi_kp, Ki=cfg.nupi_ki, ema_nu=cfg.nupi_ema, maximize=True)
 
 
+class ScaledAlternatingDualPrimalOptimizer(AlternatingDualPrimalOptimizer):
+    """Cooper's dual-then-primal roll with the primal backward scaled by a ``GradScaler``
+    (fp16 mixed precision). The dual step uses the strict violations, which carry no
+    gradient through the model, so it needs no scaling."""
+
+    def __init__(self, cmp, primal_optimizers, dual_optimizers, scaler: torch.amp.GradScaler) -> None:
+        super().__init__(cmp=cmp, primal_optimizers=primal_optimizers, dual_optimizers=dual_optimizers)
+        self.scaler = scaler
+
+    def roll(self, compute_cmp_state_kwargs: dict | None = None) -> RollOut:
+        self.zero_grad()
+        cmp_state = self.cmp.compute_cmp_state(**(compute_cmp_state_kwargs or {}))
+        dual_store = cmp_state.compute_dual_lagrangian()
+        dual_store.backward()
+        self.dual_step()
+        primal_store = cmp_state.compute_primal_lagrangian()
+        _scaled_primal_step(self, primal_store)
+        return RollOut(cmp_state.loss, cmp_state, primal_store, dual_store)
+
+
+class ScaledUnconstrainedOptimizer(UnconstrainedOptimizer):
+    """Cooper's unconstrained roll with a ``GradScaler`` (fp16 mixed precision)."""
+
+    def __init__(self, cmp, primal_optimizers, scaler: torch.amp.GradScaler) -> None:
+        super().__init__(cmp=cmp, primal_optimizers=primal_optimizers)
+        self.scaler = scaler
+
+    def roll(self, compute_cmp_state_kwargs: dict | None = None) -> RollOut:
+        self.zero_grad()
+        cmp_state = self.cmp.compute_cmp_state(**(compute_cmp_state_kwargs or {}))
+        primal_store = cmp_state.compute_primal_lagrangian()
+        _scaled_primal_step(self, primal_store)
+        return RollOut(cmp_state.loss, cmp_state, primal_store, cooper.LagrangianStore())
+
+
+def _scaled_primal_step(optimizer, primal_store: cooper.LagrangianStore) -> None:
+    """``scale(L).backward()``, then each primal optimizer steps unless gradients overflowed."""
+    scaler = optimizer.scaler
+    if primal_store.lagrangian is not None:
+        scaler.scale(primal_store.lagrangian).backward()
+    for primal in optimizer.primal_optimizers:
+        scaler.step(primal)
+    scaler.update()
+
+
 def build_cooper_optimizer(
-    problem: FairnessProblem, primal: torch.optim.Optimizer, duals: Sequence[DualConfig]
+    problem: FairnessProblem,
+    primal: torch.optim.Optimizer,
+    duals: Sequence[DualConfig],
+    scaler: torch.amp.GradScaler | None = None,
 ) -> cooper.optim.CooperOptimizer:
     """One dual optimizer per constraint (in registration order), each with its own config.
 
@@ -45,11 +94,15 @@ def build_cooper_optimizer(
     new multipliers.
     """
     if not problem.is_constrained:
+        if scaler is not None:
+            return ScaledUnconstrainedOptimizer(problem, primal, scaler)
         return UnconstrainedOptimizer(cmp=problem, primal_optimizers=primal)
     dual_optimizers = [
         build_dual_optimizer(list(constraint.multiplier.parameters()), cfg)
         for constraint, cfg in zip(problem.constraints(), duals, strict=True)
     ]
+    if scaler is not None:
+        return ScaledAlternatingDualPrimalOptimizer(problem, primal, dual_optimizers, scaler)
     return AlternatingDualPrimalOptimizer(
         cmp=problem, primal_optimizers=primal, dual_optimizers=dual_optimizers
     )

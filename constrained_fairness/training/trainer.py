@@ -187,6 +187,7 @@ class Trainer:
             "history": copy.deepcopy(self.history),
             "best": self.best,
             "rng": torch.get_rng_state(),
+            "scaler": self.optimizer.scaler.state_dict() if hasattr(self.optimizer, "scaler") else None,
         }
 
     def load_state_dict(self, state: dict[str, Any], primal_only: bool = False) -> None:
@@ -207,6 +208,8 @@ class Trainer:
             self.primal_optimizer.load_state_dict(state["optimizer"]["primal_optimizer_states"][0])
             return
         self.optimizer.load_state_dict(state["optimizer"])
+        if hasattr(self.optimizer, "scaler") and state.get("scaler"):
+            self.optimizer.scaler.load_state_dict(state["scaler"])
         self.problem.load_constraint_state_dict(state["problem"])
         self.history = list(state["history"])
         self.best = state["best"]
