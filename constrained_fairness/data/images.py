@@ -23,7 +23,6 @@ data set inside the environment variable ``CFAIR_DATA_ROOT`` (see :func:`resolve
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from constrained_fairness.data.fractions import check_fraction, held_out_count
 from constrained_fairness.errors import DataError
 
 __all__ = [
@@ -343,22 +343,6 @@ def resolve_data_root(root: PathLike | None, folder: str, dataset: str) -> Path:
     return path
 
 
-def _check_fraction(name: str, value: float) -> float:
-    """Return ``value`` as a float if it lies strictly between 0 and 1, else raise DataError."""
-    try:
-        fraction = float(value)
-    except (TypeError, ValueError):
-        fraction = math.nan
-    if not 0.0 < fraction < 1.0:
-        raise DataError(f"{name}={value!r} is not a fraction strictly between 0 and 1; use e.g. {name}=0.1")
-    return fraction
-
-
-def _held_out_count(fraction: float, n: int) -> int:
-    """Items of a held-out split: ``fraction * n`` rounded half up, at least one."""
-    return max(1, math.floor(fraction * n + 0.5))
-
-
 def split_indices(
     n: int, *, seed: int, val_fraction: float, test_fraction: float | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -376,9 +360,9 @@ def split_indices(
     perm = rng.permutation(n)
     test = np.zeros(0, dtype=np.int64)
     if test_fraction is not None:
-        n_test = _held_out_count(_check_fraction("test_fraction", test_fraction), n)
+        n_test = held_out_count(check_fraction("test_fraction", test_fraction), n)
         test, perm = perm[:n_test], perm[n_test:]
-    n_val = _held_out_count(_check_fraction("val_fraction", val_fraction), len(perm))
+    n_val = held_out_count(check_fraction("val_fraction", val_fraction), len(perm))
     val, train = perm[:n_val], perm[n_val:]
     if len(train) == 0:
         raise DataError(

@@ -35,6 +35,7 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
+from constrained_fairness.data.fractions import check_fraction, held_out_count
 from constrained_fairness.errors import DataError
 
 __all__ = ["TabularData", "TabularSplit", "from_records", "load_csv"]
@@ -387,22 +388,6 @@ def _concat(main: _Table, test: _Table) -> _Table:
     )
 
 
-def _check_fraction(name: str, value: float) -> float:
-    """Return ``value`` as a float if it lies strictly between 0 and 1, else raise DataError."""
-    try:
-        fraction = float(value)
-    except (TypeError, ValueError):
-        fraction = math.nan
-    if not 0.0 < fraction < 1.0:
-        raise DataError(f"{name}={value!r} is not a fraction strictly between 0 and 1; use e.g. {name}=0.2")
-    return fraction
-
-
-def _held_out_count(fraction: float, n_rows: int) -> int:
-    """Rows for a held-out split: ``fraction * n_rows`` rounded half up, at least one."""
-    return max(1, math.floor(fraction * n_rows + 0.5))
-
-
 def _split_indices(n_main: int, n_test: int, spec: _Spec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices (into main rows followed by test rows) of the train, val and test splits, each sorted."""
     try:
@@ -413,9 +398,9 @@ def _split_indices(n_main: int, n_test: int, spec: _Spec) -> tuple[np.ndarray, n
     if n_test > 0:
         test = np.arange(n_main, n_main + n_test)
     else:
-        n_held = _held_out_count(_check_fraction("test_fraction", spec.test_fraction), n_main)
+        n_held = held_out_count(check_fraction("test_fraction", spec.test_fraction), n_main)
         test, perm = perm[:n_held], perm[n_held:]
-    n_val = _held_out_count(_check_fraction("val_fraction", spec.val_fraction), len(perm))
+    n_val = held_out_count(check_fraction("val_fraction", spec.val_fraction), len(perm))
     val, train = perm[:n_val], perm[n_val:]
     if len(train) == 0:
         raise DataError(
