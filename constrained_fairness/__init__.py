@@ -7,3 +7,7 @@ Models", ICLR 2024), solved as a Lagrangian min-max game with Cooper.
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from .data.stratified import create_stratified_dataloaders
+
+__all__ = ["create_stratified_dataloaders"]
