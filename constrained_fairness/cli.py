@@ -102,6 +102,11 @@ def _reproduce(args: argparse.Namespace) -> int:
             run_dirs.append(run_dir)
             if not args.quiet:
                 print(f"done: sparsity {sparsity:g}, seed {seed} -> {run_dir}")
+    from .distributed import barrier, rank
+
+    barrier()  # under torchrun: every rank's runs are done, and rank 0 alone writes the table
+    if rank() != 0:
+        return 0
     table = write_table(run_dirs, out / "table.md")
     if not args.quiet:
         print(table, end="")
@@ -129,6 +134,10 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
 def _summary(metrics: dict) -> str:
     eps = metrics["tolerance"]
     lines = [
@@ -137,8 +146,8 @@ def _summary(metrics: dict) -> str:
     ]
     for name, m in metrics["methods"].items():
         lines.append(
-            f"{name:<8} {m['train']['accuracy']:>9.4f} {m['train']['max_eag']:>12.4f} "
-            f"{m['test']['accuracy']:>9.4f} {m['test']['max_eag']:>11.4f}"
+            f"{name:<8} {m['train']['accuracy']:>9.4f} {_fmt(m['train']['max_eag']):>12} "
+            f"{m['test']['accuracy']:>9.4f} {_fmt(m['test']['max_eag']):>11}"
         )
     return "\n".join(lines)
 

@@ -48,6 +48,7 @@ class DataConfig:
     numeric: list[str] | None = None
     val_fraction: float = 0.2
     test_fraction: float = 0.2
+    split_seed: int | None = None  # seed of the train/val/test split; default: the run's seed
     drop_protected: bool = False
     header: bool = True
     column_names: list[str] | None = None
@@ -72,6 +73,8 @@ class DenseConfig:
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
     batch_size: int = 256
+    lr_milestones: list[float] = field(default_factory=list)  # fractions of the dense epochs
+    lr_gamma: float = 0.1
 
 
 @dataclass
@@ -223,6 +226,11 @@ class ExperimentConfig:
         ):
             _require(value >= 0, f"{key} must be >= 0, got {value}")
         _require(not f.nesterov or f.momentum > 0, "finetune.nesterov needs finetune.momentum > 0")
+        _require(
+            all(0 < m <= 1 for m in self.dense.lr_milestones) and self.dense.lr_gamma > 0,
+            f"dense.lr_milestones must be fractions in (0, 1] and dense.lr_gamma > 0, got "
+            f"{self.dense.lr_milestones} and {self.dense.lr_gamma}",
+        )
         _require(
             self.dense.optimizer in ("adam", "sgd"),
             f"dense.optimizer must be adam or sgd, got {self.dense.optimizer!r}",

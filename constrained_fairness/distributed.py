@@ -85,3 +85,17 @@ def broadcast_object(value: object) -> object:
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_ranks(flag: bool) -> bool:
+    """``flag`` on every rank (a logical and), so that ranks take the same branch."""
+    if not is_distributed():
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item() > 0)

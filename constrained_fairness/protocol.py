@@ -79,6 +79,7 @@ def load_data(cfg: ExperimentConfig) -> TabularData | ImageData:
     """The dataset of ``cfg.data``: tabular data in memory, or image datasets on disk."""
     d = cfg.data
     protected = list(d.protected)
+    split_seed = cfg.seed if d.split_seed is None else d.split_seed
     size = {"image_size": d.image_size} if d.image_size is not None else {}
     if d.name == "utkface":
         from .data.utkface import load_utkface
@@ -87,7 +88,7 @@ def load_data(cfg: ExperimentConfig) -> TabularData | ImageData:
             d.root,
             target=d.target or "race",
             protected=protected,
-            seed=cfg.seed,
+            seed=split_seed,
             test_fraction=d.test_fraction,
             val_fraction=d.val_fraction,
             **size,
@@ -99,17 +100,17 @@ def load_data(cfg: ExperimentConfig) -> TabularData | ImageData:
             d.root,
             target=d.target or "gender",
             protected=protected,
-            seed=cfg.seed,
+            seed=split_seed,
             val_fraction=d.val_fraction,
             **size,
         )
     if d.name == "cifar100":
         from .data.cifar100 import load_cifar100
 
-        return load_cifar100(d.root, seed=cfg.seed, val_fraction=d.val_fraction, **size)
+        return load_cifar100(d.root, seed=split_seed, val_fraction=d.val_fraction, **size)
     if d.name == "adult":
         return load_adult(
-            protected=protected, val_fraction=d.val_fraction, seed=cfg.seed, drop_protected=d.drop_protected
+            protected=protected, val_fraction=d.val_fraction, seed=split_seed, drop_protected=d.drop_protected
         )
     return load_csv(
         d.path,
@@ -121,7 +122,7 @@ def load_data(cfg: ExperimentConfig) -> TabularData | ImageData:
         test_path=d.test_path,
         val_fraction=d.val_fraction,
         test_fraction=d.test_fraction,
-        seed=cfg.seed,
+        seed=split_seed,
         drop_protected=d.drop_protected,
         header=d.header,
         column_names=d.column_names,
@@ -293,7 +294,13 @@ class Experiment:
             )
         else:
             primal = torch.optim.Adam(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
-        trainer = self._trainer("dense", model, self._problem([], []), primal, [], d.batch_size)
+        milestones = sorted(max(1, round(frac * d.epochs)) for frac in d.lr_milestones)
+        scheduler = (
+            torch.optim.lr_scheduler.MultiStepLR(primal, milestones, d.lr_gamma) if milestones else None
+        )
+        trainer = self._trainer(
+            "dense", model, self._problem([], []), primal, [], d.batch_size, scheduler=scheduler
+        )
         self._resume_into(trainer, "dense")
         trainer.run(d.epochs, self._save_to("dense"))
         self.history += trainer.history
@@ -313,7 +320,7 @@ class Experiment:
         primal = torch.optim.SGD(
             model.parameters(), lr=f.lr, momentum=f.momentum, nesterov=f.nesterov, weight_decay=f.weight_decay
         )
-        milestones = sorted({max(1, round(frac * total)) for frac in f.lr_milestones})
+        milestones = sorted(max(1, round(frac * total)) for frac in f.lr_milestones)  # repeats multiply
         scheduler = torch.optim.lr_scheduler.MultiStepLR(primal, milestones=milestones, gamma=f.lr_gamma)
         return self._trainer(
             name,

@@ -102,7 +102,12 @@ def expand(sweep: dict[str, Any], count: int | None = None, seed: int = 0) -> li
 def build_runs(path: Path, out: Path, count: int | None = None, seed: int = 0) -> list[SweepRun]:
     """The command line of every run, from the sweep file's ``command``."""
     sweep = read_yaml(path)
-    command = sweep.get("command") or ["${env}", "${program}", "${args_no_hyphens}"]
+    command = sweep.get("command")
+    if not command:
+        raise ConfigError(
+            f"sweep file {path} has no command; add one such as "
+            "[${env}, cfair, run, CONFIG, ${args_no_hyphens}]"
+        )
     program = sweep.get("program", "cfair")
     runs = []
     for i, params in enumerate(expand(sweep, count, seed)):
@@ -110,6 +115,9 @@ def build_runs(path: Path, out: Path, count: int | None = None, seed: int = 0) -
         argv: list[str] = []
         for part in command:
             if part == "${env}":
+                continue
+            if part == "${interpreter}":
+                argv.append(sys.executable)
                 continue
             if part in ("${program}", "cfair", program):
                 argv += [sys.executable, "-m", "constrained_fairness"]

@@ -125,3 +125,14 @@ def test_torchrun_two_cpu_processes_match_one_process(tmp_path):
     assert b["methods"]["ceag"]["multipliers"]["ceag"] == pytest.approx(
         a["methods"]["ceag"]["multipliers"]["ceag"], abs=1e-4
     )
+
+
+def test_ddp_shards_drop_the_incomplete_global_batch():
+    from constrained_fairness.training.batches import TensorBatches
+
+    x, y, a = torch.arange(10.0).unsqueeze(1), torch.zeros(10).long(), torch.zeros(10, 1).long()
+    shards = [list(TensorBatches(x, y, a, 4, shuffle=False, rank=r, world=2).epoch(0)) for r in (0, 1)]
+    assert [len(s) for s in shards] == [2, 2]  # 10 rows: 2 full global batches of 4, the last 2 rows dropped
+    together = torch.cat([torch.cat([shards[0][k][0], shards[1][k][0]]) for k in range(2)]).flatten()
+    assert together.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    assert len(list(TensorBatches(x, y, a, 4, shuffle=False).epoch(0))) == 3  # one process keeps it

@@ -72,3 +72,10 @@ def test_a_tiny_sweep_runs_end_to_end(tmp_path):
     for run, k in zip(runs, (4, 8), strict=True):
         assert json.loads((out / run.name / "metrics.json").read_text())["sparsity"] == 0.5
         assert f"buffer_size: {k}" in (out / run.name / "config.yaml").read_text()
+
+
+def test_a_sweep_file_without_command_is_a_clear_error(tmp_path):
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("method: grid\nparameters:\n  seed: {values: [0, 1]}\n")
+    with pytest.raises(ConfigError, match="has no command"):
+        build_runs(sweep, tmp_path / "out")

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import torch
 
+from ..errors import DataError
+
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -24,7 +26,8 @@ class TensorBatches:
     """Mini-batches ``(inputs, targets, attributes)``; the last, smaller batch is kept.
 
     Under DDP (``world > 1``) ``batch_size`` is the global batch; rank ``r`` yields its
-    contiguous share of each global batch.
+    contiguous share of each global batch, and the last, incomplete global batch is
+    dropped so that every rank holds an equal share.
     """
 
     def __init__(
@@ -45,16 +48,26 @@ class TensorBatches:
         self.seed = seed
 
     def __len__(self) -> int:
-        return -(-len(self.targets) // self.batch_size)
+        n = len(self.targets)
+        return n // self.batch_size if self.world > 1 else -(-n // self.batch_size)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         n = len(self.targets)
+        if self.world > 1:
+            if n < self.batch_size:
+                raise DataError(
+                    f"the training split has {n} rows, fewer than one global batch of {self.batch_size}; "
+                    "lower the batch size"
+                )
+            n_batches = n // self.batch_size
+        else:
+            n_batches = -(-n // self.batch_size)
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
-        for start in range(0, n, self.batch_size):
+        for start in range(0, n_batches * self.batch_size, self.batch_size):
             idx = shard(order[start : start + self.batch_size], self.rank, self.world)
             yield self.inputs[idx], self.targets[idx], self.attributes[idx]
 
@@ -90,7 +103,13 @@ class LoaderBatches:
 
     @property
     def drop_last(self) -> bool:
-        return len(self.dataset) > self.batch_size  # type: ignore[arg-type]
+        n = len(self.dataset)  # type: ignore[arg-type]
+        if self.world > 1 and n < self.batch_size:
+            raise DataError(
+                f"the training split has {n} images, fewer than one global batch of {self.batch_size}; "
+                "lower the batch size"
+            )
+        return n > self.batch_size or self.world > 1
 
     def __len__(self) -> int:
         n = len(self.dataset)  # type: ignore[arg-type]

@@ -47,6 +47,8 @@ class RunLogger:
                 self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
             except Exception as exc:  # pragma: no cover - depends on the environment
                 warnings.warn(f"TensorBoard logging disabled: {exc}", stacklevel=2)
+        if wandb_mode == "offline" and os.environ.get("WANDB_SWEEP_ID"):
+            wandb_mode = "online"  # a run launched by `wandb agent` reports to its sweep
         if wandb_mode != "disabled":
             self._wandb = _start_wandb(self.run_dir, config, wandb_mode)
 

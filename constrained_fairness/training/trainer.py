@@ -19,6 +19,7 @@ import cooper
 import torch
 from tqdm.auto import tqdm
 
+from ..distributed import all_ranks
 from ..errors import TrainingDiverged
 from ..problem import FairnessProblem
 from ..sparsity import MagnitudePruner
@@ -122,7 +123,7 @@ class Trainer:
                     self.pruner.prune_to(target)
             lr = self.primal_optimizer.param_groups[0]["lr"]
             train_loss = self.train_epoch()
-            if not math.isfinite(train_loss):
+            if not all_ranks(math.isfinite(train_loss)):  # every rank stops together under DDP
                 raise TrainingDiverged(
                     f"training diverged in stage {self.name!r} at epoch {self.epoch} (non-finite loss); "
                     "lower the learning rate or the dual learning rate (e.g. ceag.dual.lr), or use the nupi "
