@@ -13,14 +13,13 @@ The image models take 3-channel inputs of any size from 8x8 up; they ignore ``in
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from torch import nn
 
 from ..errors import ConfigError
 from .mlp import MLP
-from .resnet_cifar import CifarResNet, resnet56
+from .resnet_cifar import CifarResNet, check_classes_and_width, resnet56
 
 MODELS = ("mlp", "resnet56", "mobilenet_v2", "resnet18", "resnet34")
 
@@ -46,15 +45,7 @@ def build_model(
             f"pretrained=True is not supported for model {name!r} (weights are never downloaded); "
             "pass a dense checkpoint via model.checkpoint instead"
         )
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f"num_classes must be an int >= 1, got {num_classes!r}")
-    if (
-        isinstance(width, bool)
-        or not isinstance(width, (int, float))
-        or not math.isfinite(width)
-        or not width > 0
-    ):
-        raise ConfigError(f"model width must be a finite number > 0, got {width!r}")
+    check_classes_and_width(num_classes, width)
     if name in ("mlp", "resnet18", "resnet34") and width != 1.0:
         raise ConfigError(
             f"model width must be 1.0 for {name!r}, got {width!r}; width applies to resnet56 and mobilenet_v2"

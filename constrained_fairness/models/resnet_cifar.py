@@ -92,6 +92,19 @@ class BasicBlock(nn.Module):
         return self.relu2(out + self.shortcut(x))
 
 
+def check_classes_and_width(num_classes: int, width: float) -> None:
+    """One-line errors for a bad class count or channel multiplier."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"num_classes must be an int >= 1, got {num_classes!r}")
+    if (
+        isinstance(width, bool)
+        or not isinstance(width, (int, float))
+        or not math.isfinite(width)
+        or not width > 0
+    ):
+        raise ConfigError(f"model width must be a finite number > 0, got {width!r}")
+
+
 class CifarResNet(nn.Module):
     """CIFAR ResNet of depth ``6n + 2`` with option-A shortcuts (see the module docstring).
 
@@ -103,15 +116,7 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int = 56, num_classes: int = 100, width: float = 1.0) -> None:
         super().__init__()
         n = blocks_per_stage(depth)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ConfigError(f"num_classes must be an int >= 1, got {num_classes!r}")
-        if (
-            isinstance(width, bool)
-            or not isinstance(width, (int, float))
-            or not math.isfinite(width)
-            or not width > 0
-        ):
-            raise ConfigError(f"model width must be a finite number > 0, got {width!r}")
+        check_classes_and_width(num_classes, width)
         self.depth = depth
         self.num_classes = num_classes
         self.width = float(width)
