@@ -192,7 +192,6 @@ class Experiment:
         for spec in cfg.constraints:
             check_constraint_spec(spec, self.data.num_classes)
         self.history: list[dict[str, Any]] = []
-        self.tabular = isinstance(self.data, TabularData)
         if isinstance(self.data, TabularData):
             self.splits = {s: _split_tensors(getattr(self.data, s)) for s in SPLITS}
         else:  # evaluate the training images without augmentation; train on them with it

@@ -55,52 +55,27 @@ def overrides(dataset: str, root: Path, extra: list[str]) -> list[str]:
     return args
 
 
+def run_stage(dataset: str, stage: str, out: Path, root: Path, extra: list[str]) -> int:
+    """``cfair run configs/<dataset>/<stage>.yaml`` on the fixture, tiny, into ``out``."""
+    config = str(CONFIGS / dataset / f"{stage}.yaml")
+    return main(["run", config, "--output", str(out), "--quiet", *overrides(dataset, root, extra)])
+
+
 @pytest.mark.parametrize("dataset", list(FIXTURES))
 def test_paper_pipeline_runs_on_tiny_fixtures(tmp_path, dataset):
     root = FIXTURES[dataset][0](tmp_path / dataset)
     dense_dir, table_dir = tmp_path / "dense", tmp_path / "table"
-    code = main(
-        [
-            "run",
-            str(CONFIGS / dataset / "dense.yaml"),
-            "--output",
-            str(dense_dir),
-            "--quiet",
-            *overrides(dataset, root, []),
-        ]
-    )
-    assert code == 0
+    assert run_stage(dataset, "dense", dense_dir, root, []) == 0
     assert json.loads((dense_dir / "metrics.json").read_text())["methods"] == {}
-    checkpoint = dense_dir / "checkpoints" / "dense.pt"
-    code = main(
-        [
-            "run",
-            str(CONFIGS / dataset / "table.yaml"),
-            "--output",
-            str(table_dir),
-            "--quiet",
-            *overrides(dataset, root, [f"model.checkpoint={checkpoint}"]),
-        ]
-    )
-    assert code == 0
+    from_dense = [f"model.checkpoint={dense_dir / 'checkpoints' / 'dense.pt'}"]
+    assert run_stage(dataset, "table", table_dir, root, from_dense) == 0
     metrics = json.loads((table_dir / "metrics.json").read_text())
     assert list(metrics["methods"]) == ["nft", "nft_es", "el", "el_rb", "ceag"]
     assert metrics["dense"] == json.loads((dense_dir / "metrics.json").read_text())["dense"]
     assert not (table_dir / "checkpoints" / "dense.pt").exists()  # the dense model came from the checkpoint
     for stage in STAGES[1:]:  # each stage file on its own, from the same dense checkpoint
-        stage_dir = tmp_path / stage
-        code = main(
-            [
-                "run",
-                str(CONFIGS / dataset / f"{stage}.yaml"),
-                "--output",
-                str(stage_dir),
-                "--quiet",
-                *overrides(dataset, root, [f"model.checkpoint={checkpoint}"]),
-            ]
-        )
-        assert code == 0, stage
-        assert list(json.loads((stage_dir / "metrics.json").read_text())["methods"]) == [stage]
+        assert run_stage(dataset, stage, tmp_path / stage, root, from_dense) == 0, stage
+        assert list(json.loads((tmp_path / stage / "metrics.json").read_text())["methods"]) == [stage]
 
 
 def _corrupt_one_image(root: Path) -> str:
@@ -123,15 +98,8 @@ def test_bad_image_data_gives_one_line_naming_the_path(tmp_path, case, capsys):
         csv = root / "fairface_label_train.csv"
         csv.write_text(csv.read_text().replace(",gender,", ",sex,"))
         expected = "fairface_label_train.csv"
-    code = main(
-        [
-            "run",
-            str(CONFIGS / dataset / "table.yaml"),
-            "--output",
-            str(tmp_path / "run"),
-            "--quiet",
-            *overrides(dataset, root, ["model.width=1.0"] if dataset == "fairface" else []),
-        ]
+    code = run_stage(
+        dataset, "table", tmp_path / "run", root, ["model.width=1.0"] if dataset == "fairface" else []
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
