@@ -9,5 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .data.stratified import create_stratified_dataloaders
+from .fair_api import FairModel, FairTrainer
+from .projection import FairProjection, fair_projection
 
-__all__ = ["create_stratified_dataloaders"]
+__all__ = ["FairModel", "FairProjection", "FairTrainer", "create_stratified_dataloaders", "fair_projection"]

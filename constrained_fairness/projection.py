@@ -69,8 +69,10 @@ from constrained_fairness.errors import ConfigError, DataError
 __all__ = [
     "FairProjection",
     "apply_offsets",
+    "check_bounds",
     "constraint_matrix",
     "fair_projection",
+    "inward_bounds",
     "projection_offsets",
     "solve_projection",
 ]
@@ -124,10 +126,11 @@ def _check_inputs(
         raise ConfigError(f"tolerance must be a finite number >= 0, got {tolerance!r}; e.g. tolerance=0.05")
     if tolerance < 0:
         raise ConfigError(f"tolerance must be >= 0, got {tolerance!r}; use a non-negative gap, e.g. 0.05")
-    return attributes.to(predictions.device), float(tolerance), _check_bounds(bounds)
+    return attributes.to(predictions.device), float(tolerance), check_bounds(bounds)
 
 
-def _check_bounds(bounds: tuple[float, float] | None) -> tuple[float, float] | None:
+def check_bounds(bounds: tuple[float, float] | None) -> tuple[float, float] | None:
+    """``(lb, ub)`` as floats with ``lb < ub``, or None; a one-line ConfigError otherwise."""
     if bounds is None:
         return None
     try:
@@ -150,7 +153,7 @@ def _z_scale(y: torch.Tensor, bounds: tuple[float, float] | None) -> float:
     return max(1.0, float(y.abs().max()))
 
 
-def _inward_bounds(bounds: tuple[float, float], dtype: torch.dtype) -> tuple[float, float]:
+def inward_bounds(bounds: tuple[float, float], dtype: torch.dtype) -> tuple[float, float]:
     """Bounds representable in ``dtype`` that lie inside [lb, ub], so clamping in ``dtype`` is exact."""
     lb, ub = bounds
     lo = torch.tensor(lb, dtype=torch.float64).to(dtype)
@@ -335,7 +338,7 @@ class _FairProjectionFn(torch.autograd.Function):
         ctx.shape, ctx.dtype = predictions.shape, predictions.dtype
         out = z.to(predictions.dtype)
         if bounds is not None:
-            out = out.clamp(*_inward_bounds(bounds, predictions.dtype))
+            out = out.clamp(*inward_bounds(bounds, predictions.dtype))
         return out.reshape(predictions.shape)
 
     @staticmethod
@@ -435,5 +438,5 @@ def apply_offsets(
         )
     out = predictions + offsets[idx].to(predictions.dtype).reshape(predictions.shape)
     if checked is not None:
-        out = out.clamp(*_inward_bounds(checked, predictions.dtype))
+        out = out.clamp(*inward_bounds(checked, predictions.dtype))
     return out
