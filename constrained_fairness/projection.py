@@ -24,21 +24,24 @@ Dual. With a free-signed multiplier λ ∈ R^m (|c_j·z| ≤ ε is two half-spac
 D = diag(1[lb < ŷ_i − (Cᵀλ)_i < ub]). Strong duality holds (feasible convex QP), and z* = z(λ*).
 
 Algorithm. We minimize f(μ) = −ψ(μ⁺ − μ⁻) + ε·1ᵀμ over μ = (μ⁺, μ⁻) ≥ 0 (2m variables, m small) with a
-regularized, globalized Newton method whose subproblems keep the sign constraints exactly (float64, on the
-input's device):
+regularized, globalized Newton method whose subproblems keep the sign constraints exactly. The solve runs
+in float64 numpy on the CPU: its unknowns are the 2m multipliers, and dispatching hundreds of tiny torch
+ops would cost more than the arithmetic (inputs and outputs stay torch tensors on their device):
   1. stop when the projected-gradient residual ‖min(μ, ∇f(μ))‖_∞ ≤ 1e-11·scale (scale = max(1, |lb|, |ub|)
      with bounds, else max(1, max|ŷ|), the magnitude of z); the residual bounds the primal
      infeasibility max_j(|c_j·z| − ε)₊ and the complementarity error;
-  2. model: H = Eᵀ C D Cᵀ E (E = [I, −I]) plus ρI with ρ = mean‖c_j‖² · clamp(‖r‖/scale, 1e-10, 1e-4)
-     (Levenberg term: rows are linearly dependent, e.g. the k rows of a k-valued attribute, and clipped
-     coordinates flatten f, so H alone is singular);
+  2. model: H = Eᵀ C D Cᵀ E (E = [I, −I]) plus ρI with ρ = mean‖c_j‖² · clamp((‖r‖/scale)², 1e-12, 1e-9)
+     (Levenberg term, shrinking quadratically with the residual r so the Newton rate is kept: rows are
+     linearly dependent, e.g. the k rows of a k-valued attribute, and clipped coordinates flatten f, so H
+     alone is singular);
   3. x = argmin_{x ≥ 0} ∇fᵀ(x − μ) + ½(x − μ)ᵀ(H + ρI)(x − μ), solved exactly by the finite Lawson–Hanson
      active-set method (warm-started on the current support), d = x − μ is a descent direction; should that
      solve fail its own KKT check (rounding, iteration cap), d is the projected-gradient step
      max(μ − ∇f/‖H + ρI‖, 0) − μ instead, also a descent direction;
   4. exact line search on α ∈ [0, 1] (μ + αd stays ≥ 0): φ(α) = f(μ + αd) is convex piecewise quadratic, so
-     its derivative ∇f(μ + αd)ᵀd is monotone piecewise linear; α = 1 if φ'(1) ≤ 0, else the root of φ' by
-     Illinois false position. Only gradients are used, never values of f (which lose precision to rounding);
+     its derivative φ'(α) = ε·1ᵀd − Σ_i w_i clip(u_i − α w_i) (w = Cᵀ(d⁺ − d⁻)) is monotone piecewise
+     linear; α = 1 if φ'(1) ≤ 0, else its root, found exactly by one sorted sweep over the breakpoints where
+     rows meet a bound. Only gradients are used, never values of f (which lose precision to rounding);
   5. replace (μ⁺, μ⁻) by ((λ)₊, (−λ)₊), which keeps λ and can only lower f.
 Globally this is a descent method with exact line search along gradient-related directions (uniformly
 positive-definite models), hence convergent to the dual optimum;
@@ -52,7 +55,8 @@ Gradient. Let D = diag(1 for coordinates strictly inside the box) and C_A the ti
 
     dz/dŷ = D − D C_Aᵀ (C_A D C_Aᵀ)⁺ C_A D     (symmetric; the pseudo-inverse handles dependent rows),
 
-which FairProjection / fair_projection implement as a torch.autograd.Function (vector-Jacobian product).
+which FairProjection / fair_projection implement as a torch.autograd.Function (vector-Jacobian product;
+the small system is solved by elimination, or by the pseudo-inverse for dependent rows).
 
 Inference on small batches. projection_offsets projects a large reference batch and summarizes z − ŷ as a mean
 additive offset per intersectional cell (distinct attribute row); apply_offsets adds the offsets and clips.
@@ -60,9 +64,12 @@ additive offset per intersectional cell (distinct attribute row); apply_offsets 
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from constrained_fairness.errors import ConfigError, DataError
 
@@ -78,7 +85,6 @@ __all__ = [
 ]
 
 _MAX_ITER = 500
-_MAX_BACKTRACK = 60
 _TOL_REL = 1e-11
 _ACTIVE_REL = 1e-8
 _CHECK_ABS = 1e-6
@@ -89,11 +95,16 @@ _CHECK_ABS = 1e-6
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _raise_non_finite() -> None:
+    raise DataError("predictions contain NaN or inf; fix the model outputs before projecting")
+
+
 def _check_inputs(
     predictions: torch.Tensor,
     attributes: torch.Tensor,
     tolerance: float,
     bounds: tuple[float, float] | None,
+    check_finite: bool = True,
 ) -> tuple[torch.Tensor, float, tuple[float, float] | None]:
     """Validate the public inputs; return attributes on the predictions' device, ε and float bounds."""
     if not isinstance(predictions, torch.Tensor) or not predictions.is_floating_point():
@@ -110,8 +121,8 @@ def _check_inputs(
     b = predictions.shape[0]
     if b < 1:
         raise DataError("predictions is empty (b = 0); pass a batch with at least one prediction")
-    if not bool(torch.isfinite(predictions).all()):
-        raise DataError("predictions contain NaN or inf; fix the model outputs before projecting")
+    if check_finite and not bool(torch.isfinite(predictions).all()):
+        _raise_non_finite()
     if not isinstance(attributes, torch.Tensor) or attributes.is_floating_point() or attributes.is_complex():
         raise DataError(
             f"attributes must be an integer torch.Tensor of shape (b, A), got "
@@ -146,13 +157,14 @@ def check_bounds(bounds: tuple[float, float] | None) -> tuple[float, float] | No
     return lb, ub
 
 
-def _z_scale(y: torch.Tensor, bounds: tuple[float, float] | None) -> float:
+def _z_scale(y: np.ndarray, bounds: tuple[float, float] | None) -> float:
     """Magnitude of the solution z: max(1, |lb|, |ub|) with bounds, else max(1, max|ŷ|)."""
     if bounds is not None:
         return max(1.0, abs(bounds[0]), abs(bounds[1]))
-    return max(1.0, float(y.abs().max()))
+    return max(1.0, float(np.abs(y).max()))
 
 
+@functools.lru_cache(maxsize=64)
 def inward_bounds(bounds: tuple[float, float], dtype: torch.dtype) -> tuple[float, float]:
     """Bounds representable in ``dtype`` that lie inside [lb, ub], so clamping in ``dtype`` is exact."""
     lb, ub = bounds
@@ -174,56 +186,233 @@ def inward_bounds(bounds: tuple[float, float], dtype: torch.dtype) -> tuple[floa
 # ----------------------------------------------------------------------------------------------------------
 
 
-def constraint_matrix(attributes: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Rows c_j (m, b) of the constraints |c_j·z| ≤ ε (see the module docstring); loops over attributes."""
+def _rows(attributes: np.ndarray) -> np.ndarray:
+    """float64 rows c_j (m, b) for (b, A) integer codes; loops over attributes, not groups."""
     b = attributes.shape[0]
-    rows: list[torch.Tensor] = []
-    for col in attributes.unbind(dim=1):
-        _, inverse, counts = torch.unique(col, return_inverse=True, return_counts=True)
-        k = counts.numel()
-        if k < 2:
-            continue
-        means = torch.nn.functional.one_hot(inverse, k).T.to(dtype) / counts.to(dtype)[:, None]  # (k, b)
-        rows.append((means[0] - means[1])[None] if k == 2 else means - 1.0 / b)
-    if not rows:
-        return torch.zeros(0, b, dtype=dtype, device=attributes.device)
-    return torch.cat(rows, dim=0)
+    rows = []
+    for col in attributes.T:
+        low, high = int(col.min()), int(col.max())
+        if high - low <= 4 * b:  # small codes: counting is faster than sorting
+            inverse = col - low
+            counts = np.bincount(inverse)
+            if not counts.all():  # renumber the values present
+                inverse = (np.cumsum(counts > 0) - 1)[inverse]
+                counts = counts[counts > 0]
+        else:
+            _, inverse, counts = np.unique(col, return_inverse=True, return_counts=True)
+        k = counts.size
+        if k == 2:  # mean of value 0 minus mean of value 1
+            rows.append(np.where(inverse == 0, 1.0 / counts[0], -1.0 / counts[1])[None])
+        elif k > 2:  # each value's mean minus the overall mean
+            rows.append((inverse[None, :] == np.arange(k)[:, None]) / counts[:, None] - 1.0 / b)
+    return np.concatenate(rows) if rows else np.zeros((0, b))
 
 
-def _nonneg_qp(Q: torch.Tensor, c: torch.Tensor, tol: float, hint: torch.Tensor) -> torch.Tensor:
+def constraint_matrix(attributes: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Rows c_j (m, b) of the constraints |c_j·z| ≤ ε (see the module docstring), on the input's device."""
+    rows = _rows(attributes.detach().cpu().numpy())
+    return torch.from_numpy(rows).to(device=attributes.device, dtype=dtype)
+
+
+def _small_solve(M: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Solve M x = r. Up to 4 unknowns by Gaussian elimination with partial pivoting on Python floats:
+    for such sizes LAPACK's call overhead (tens of µs here) dwarfs the arithmetic."""
+    n = r.size
+    if n > 4:
+        return np.linalg.solve(M, r)
+    a = M.tolist()
+    x = r.tolist()
+    for k in range(n):
+        p = max(range(k, n), key=lambda i: abs(a[i][k]))
+        if a[p][k] == 0.0:
+            raise np.linalg.LinAlgError("singular matrix")
+        if p != k:
+            a[k], a[p], x[k], x[p] = a[p], a[k], x[p], x[k]
+        for i in range(k + 1, n):
+            f = a[i][k] / a[k][k]
+            if f:
+                for j in range(k, n):
+                    a[i][j] -= f * a[k][j]
+                x[i] -= f * x[k]
+    for k in range(n - 1, -1, -1):
+        x[k] = (x[k] - sum(a[k][j] * x[j] for j in range(k + 1, n))) / a[k][k]
+    return np.array(x)
+
+
+def _nonneg_qp(Q: np.ndarray, c: np.ndarray, tol: float, hint: np.ndarray) -> np.ndarray:
     """Exact min ½xᵀQx + cᵀx s.t. x ≥ 0 for a small positive-definite Q (Lawson–Hanson active-set method).
 
     ``hint`` is a guess of the support {x > 0}; it is returned directly when it satisfies the KKT conditions.
     """
-    n = c.numel()
-    x = torch.zeros_like(c)
-    if bool(hint.any()):
-        x[hint] = torch.linalg.solve(Q[hint][:, hint], -c[hint])
-        if bool((x[hint] > 0).all()) and bool((-(Q @ x + c))[~hint].le(tol).all()):
+    n = c.size
+    x = np.zeros(n)
+    if hint.any():
+        x[hint] = _small_solve(Q[hint][:, hint], -c[hint])
+        if (x[hint] > 0).all() and (-(Q @ x + c))[~hint].max(initial=-math.inf) <= tol:
             return x
-        x = torch.zeros_like(c)
-    free = torch.zeros(n, dtype=torch.bool, device=c.device)
+        x = np.zeros(n)
+    free = np.zeros(n, dtype=bool)
     for _ in range(3 * n + 10):
         w = -(Q @ x + c)  # negative gradient; KKT: w ≤ 0 off the free set, w = 0 on it
-        candidates = (~free) & (w > tol)
-        if not bool(candidates.any()):
+        candidates = ~free & (w > tol)
+        if not candidates.any():
             break
-        j = int(torch.where(candidates, w, torch.full_like(w, -math.inf)).argmax())
-        free[j] = True
+        free[int(np.argmax(np.where(candidates, w, -math.inf)))] = True
         for _ in range(3 * n + 10):
-            s = torch.zeros_like(c)
-            s[free] = torch.linalg.solve(Q[free][:, free], -c[free])
-            if bool((s[free] > 0).all()):
-                x = s
+            step_to = np.zeros(n)
+            step_to[free] = _small_solve(Q[free][:, free], -c[free])
+            if (step_to[free] > 0).all():
+                x = step_to
                 break
-            blocking = free & (s <= 0)
-            step = float((x[blocking] / (x[blocking] - s[blocking])).min())
-            x = (x + step * (s - x)).clamp_min(0.0)
+            blocking = free & (step_to <= 0)
+            step = float((x[blocking] / (x[blocking] - step_to[blocking])).min())
+            x = np.maximum(x + step * (step_to - x), 0.0)
             free &= x > 0
-            x = torch.where(free, x, torch.zeros_like(x))
-            if not bool(free.any()):
+            x = np.where(free, x, 0.0)
+            if not free.any():
                 break
     return x
+
+
+def _last_segment_root(u1: np.ndarray, w: np.ndarray, slope1: float, lb: float, ub: float) -> float | None:
+    """The root of φ' if it lies on φ''s last linear piece before α = 1, else None.
+
+    ``u1`` = u(1) and ``slope1`` = φ'(1) > 0; on the last piece φ'(α) = φ'(1) − (1 − α) Σ_{inside at 1} w², so
+    α* = 1 − φ'(1) / Σ w². It is exact when no row changes state (clipped or inside) between α* and 1.
+    """
+    inside1 = (u1 > lb) & (u1 < ub)
+    curvature = float(w[inside1] @ w[inside1])
+    if curvature <= 0.0:
+        return None
+    alpha = 1.0 - slope1 / curvature
+    if not 0.0 <= alpha < 1.0:
+        return None
+    u_star = u1 + (1.0 - alpha) * w  # u(α) = u(0) − α w
+    same_pieces = np.array_equal((u_star > lb) & (u_star < ub), inside1) and np.array_equal(
+        u_star <= lb, u1 <= lb
+    )
+    return alpha if same_pieces else None  # u is linear in α: same piece at both ends ⇒ on the whole interval
+
+
+def _line_search(u: np.ndarray, w: np.ndarray, base: float, lb: float, ub: float) -> float:
+    """Smallest root in [0, 1] of φ'(α) = base − Σ_i w_i clip(u_i − α w_i, lb, ub) (1 if φ'(1) ≤ 0).
+
+    φ' is continuous and non-decreasing (slope Σ_{inside} w_i²), linear between the breakpoints where a row
+    meets a bound. On a segment φ'(α) = A + Bα with A = base − Σ_low w·lb − Σ_high w·ub − Σ_inside w·u and
+    B = Σ_inside w²; each breakpoint moves one row between states, changing (A, B) by its contributions.
+    """
+    # the state of each row just after α = 0 (ties resolved by the direction of motion −w)
+    high = (u > ub) | ((u == ub) & (w <= 0))
+    low = ~high & ((u < lb) | ((u == lb) & (w >= 0)))
+    inside = ~(high | low)
+    A0 = base - float(w[low].sum()) * lb if low.any() else base
+    if high.any():
+        A0 -= float(w[high].sum()) * ub
+    A0 -= float(w[inside] @ u[inside])
+    B0 = float(w[inside] @ w[inside])
+    moving = w != 0
+    times, dA, dB = [], [], []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for bound in (ub, lb):
+            if not math.isfinite(bound):
+                continue
+            t = (u - bound) / np.where(moving, w, 1.0)
+            hit = moving & (t > 0) & (t <= 1)
+            wi, ui = w[hit], u[hit]
+            # crossing ub: w > 0 goes high → inside, w < 0 inside → high; crossing lb: w > 0 inside → low,
+            # w < 0 low → inside. Entering "inside" adds (−w·u, w²) and removes (−w·bound, 0).
+            entering = (wi > 0) if bound == ub else (wi < 0)
+            sign = np.where(entering, 1.0, -1.0)
+            times.append(t[hit])
+            dA.append(sign * (wi * bound - wi * ui))
+            dB.append(sign * wi * wi)
+    if times:
+        T = np.concatenate(times)
+        order = np.argsort(T, kind="stable")
+        T, dA_, dB_ = T[order], np.concatenate(dA)[order], np.concatenate(dB)[order]
+        A = A0 + np.concatenate([[0.0], np.cumsum(dA_)])  # segment k lies before breakpoint k
+        B = B0 + np.concatenate([[0.0], np.cumsum(dB_)])
+        reached = np.flatnonzero(A[:-1] + B[:-1] * T >= 0)  # φ' at each breakpoint (continuous)
+        if reached.size:
+            k = int(reached[0])
+            return float(np.clip(-A[k] / B[k], 0.0, T[k])) if B[k] > 0 else float(T[k])
+        A_end, B_end = float(A[-1]), float(B[-1])
+    else:
+        A_end, B_end = A0, B0
+    if A_end + B_end <= 0 or B_end <= 0:
+        return 1.0
+    return float(min(max(-A_end / B_end, 0.0), 1.0))
+
+
+def _solve(
+    y: np.ndarray, C: np.ndarray, eps: float, bounds: tuple[float, float] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The algorithm of the module docstring on float64 numpy arrays: (z, λ)."""
+    lb, ub = bounds if bounds is not None else (-math.inf, math.inf)
+    m = C.shape[0]
+    scale = _z_scale(y, bounds)
+    if m == 0:
+        return np.clip(y, lb, ub), np.zeros(0)
+    tol = _TOL_REL * scale
+
+    def evaluate(mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """∇f(μ) for f(μ) = −ψ(μ⁺ − μ⁻) + ε·1ᵀμ, u = ŷ − Cᵀλ and z = clip(u)."""
+        u = y - (mu[:m] - mu[m:]) @ C
+        z = np.clip(u, lb, ub)
+        cz = C @ z
+        return np.concatenate([eps - cz, eps + cz]), u, z
+
+    mu = np.zeros(2 * m)
+    g, u, z = evaluate(mu)
+    row_scale = float(np.einsum("ij,ij->", C, C)) / m  # Levenberg scale, independent of the clipped set
+    eye = np.eye(2 * m)
+    converged = False
+    for _ in range(_MAX_ITER):
+        rnorm = float(np.abs(np.minimum(mu, g)).max())
+        if rnorm <= tol:
+            converged = True
+            break
+        h_lam = (C * ((u > lb) & (u < ub))) @ C.T
+        Q = np.empty((2 * m, 2 * m))
+        Q[:m, :m] = Q[m:, m:] = h_lam
+        Q[:m, m:] = Q[m:, :m] = -h_lam
+        Q += row_scale * min(max((rnorm / scale) ** 2, 1e-12), 1e-9) * eye
+        # exact minimizer over μ ≥ 0 of the local model f + gᵀ(x − μ) + ½(x − μ)ᵀQ(x − μ)
+        c = g - Q @ mu
+        x = _nonneg_qp(Q, c, 0.1 * tol, (mu > 0) | (g < 0))
+        d = x - mu
+        slope = float(g @ d)
+        if slope >= 0.0 or float(np.abs(np.minimum(x, Q @ x + c)).max()) > tol:
+            # the active-set solve hit rounding or its iteration cap: take a projected-gradient step instead,
+            # a descent direction whenever μ is not stationary
+            d = np.maximum(mu - g / float(np.linalg.eigvalsh(Q)[-1]), 0.0) - mu
+            slope = float(g @ d)
+            if slope >= 0.0:
+                break  # no descent direction left: rounding level reached
+        # exact line search on [0, 1]: φ(α) = f(μ + αd) is convex piecewise quadratic, and its derivative
+        # φ'(α) = ε·1ᵀd − Σ_i w_i clip(u_i − α w_i) with w = Cᵀ(d⁺ − d⁻) is monotone piecewise linear:
+        # solve φ'(α) = 0 exactly by sweeping its breakpoints (α = 1 if φ'(1) ≤ 0).
+        full = evaluate(mu + d)
+        alpha = 1.0
+        if float(full[0] @ d) > 0.0:
+            w = (d[:m] - d[m:]) @ C
+            alpha = _last_segment_root(full[1], w, float(full[0] @ d), lb, ub)
+            if alpha is None:
+                alpha = _line_search(u, w, eps * float(d.sum()), lb, ub)
+        # μ⁺_j and μ⁻_j both positive only adds ε(μ⁺_j + μ⁻_j): keep the smaller representation of λ
+        lam_new = (mu[:m] - mu[m:]) + alpha * (d[:m] - d[m:])
+        new_mu = np.concatenate([np.maximum(lam_new, 0.0), np.maximum(-lam_new, 0.0)])
+        g, u, z = full if alpha == 1.0 and np.array_equal(new_mu, mu + d) else evaluate(new_mu)
+        mu = new_mu
+    violation = float(np.abs(C @ z).max()) - eps
+    allowed = _CHECK_ABS * max(1.0, 1e-4 * scale)  # 1e-6 unless |z| > 1e4 (float64 rounding of the means)
+    if violation > allowed:
+        state = "converged" if converged else "stalled"
+        raise DataError(
+            f"infeasible: fairness constraints violated by {violation:.3g} > {allowed:.3g} after "
+            f"the projection solver {state}; check the predictions for extreme values or raise tolerance"
+        )
+    return z, mu[:m] - mu[m:]
 
 
 def solve_projection(
@@ -235,86 +424,49 @@ def solve_projection(
     """Solve the QP for 1-D float64 ``y`` and rows ``C``; return (z, λ) with z = clip(y − Cᵀλ, lb, ub).
 
     λ_j > 0 means c_j·z = ε is tight, λ_j < 0 means c_j·z = −ε. Raises DataError("infeasible: ...") if the
-    constraints cannot be certified to 1e-6 (1e-10·max|z| for |z| > 1e4).
+    constraints cannot be certified to 1e-6 (1e-10·max|z| for |z| > 1e4). The dual solve runs in float64
+    numpy on the CPU (its size is the number of constraint rows); the results return to ``y``'s device.
     """
-    lb, ub = bounds if bounds is not None else (-math.inf, math.inf)
-    m = C.shape[0]
-    scale = _z_scale(y, bounds)
-    if m == 0:
-        return y.clamp(lb, ub), y.new_zeros(0)
-    eps = tolerance
-    tol = _TOL_REL * scale
-
-    def evaluate(mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """∇f(μ) for f(μ) = −ψ(μ⁺ − μ⁻) + ε·1ᵀμ, u = ŷ − Cᵀλ and z = clip(u)."""
-        u = y - C.T @ (mu[:m] - mu[m:])
-        z = u.clamp(lb, ub)
-        cz = C @ z
-        return torch.cat([eps - cz, eps + cz]), u, z
-
-    mu = y.new_zeros(2 * m)
-    g, u, z = evaluate(mu)
-    row_scale = float(C.square().sum(dim=1).mean())  # Levenberg scale, independent of the clipped set
-    eye = torch.eye(2 * m, dtype=y.dtype, device=y.device)
-    converged = False
-    for _ in range(_MAX_ITER):
-        rnorm = float(torch.minimum(mu, g).abs().max())
-        if rnorm <= tol:
-            converged = True
-            break
-        inside = ((u > lb) & (u < ub)).to(y.dtype)
-        h_lam = (C * inside) @ C.T
-        H = torch.cat([torch.cat([h_lam, -h_lam], 1), torch.cat([-h_lam, h_lam], 1)], 0)
-        Q = H + row_scale * min(max(rnorm / scale, 1e-10), 1e-4) * eye
-        # exact minimizer over μ ≥ 0 of the local model f + gᵀ(x − μ) + ½(x − μ)ᵀQ(x − μ)
-        c = g - Q @ mu
-        x = _nonneg_qp(Q, c, 0.1 * tol, (mu > 0) | (g < 0))
-        d = x - mu
-        slope = float(g @ d)
-        if slope >= 0.0 or float(torch.minimum(x, Q @ x + c).abs().max()) > tol:
-            # the active-set solve hit rounding or its iteration cap: take a projected-gradient step instead,
-            # a descent direction whenever μ is not stationary
-            d = (mu - g / float(torch.linalg.eigvalsh(Q)[-1])).clamp_min(0.0) - mu
-            slope = float(g @ d)
-            if slope >= 0.0:
-                break  # no descent direction left: rounding level reached
-        # exact line search on [0, 1]: φ(α) = f(μ + αd) is convex piecewise quadratic, φ'(α) = ∇f(μ + αd)ᵀd
-        # is monotone and piecewise linear; take α = 1 or find its root by Illinois false position.
-        g_new = evaluate(mu + d)[0]
-        hi, phi_hi, lo, phi_lo, alpha = 1.0, float(g_new @ d), 0.0, slope, 1.0
-        side = 0
-        for _ in range(_MAX_BACKTRACK if phi_hi > 1e-9 * -slope else 0):
-            alpha = (lo * phi_hi - hi * phi_lo) / (phi_hi - phi_lo)
-            g_new = evaluate(mu + alpha * d)[0]
-            phi = float(g_new @ d)
-            if abs(phi) <= 1e-9 * -slope or hi - lo <= 1e-15:
-                break
-            if phi < 0:
-                lo, phi_lo = alpha, phi
-                phi_hi = phi_hi / 2 if side == -1 else phi_hi
-                side = -1
-            else:
-                hi, phi_hi = alpha, phi
-                phi_lo = phi_lo / 2 if side == 1 else phi_lo
-                side = 1
-        # μ⁺_j and μ⁻_j both positive only adds ε(μ⁺_j + μ⁻_j): keep the smaller representation of λ
-        lam_new = (mu[:m] - mu[m:]) + alpha * (d[:m] - d[m:])
-        mu = torch.cat([lam_new.clamp_min(0.0), (-lam_new).clamp_min(0.0)])
-        g, u, z = evaluate(mu)
-    violation = float((C @ z).abs().max()) - eps
-    allowed = _CHECK_ABS * max(1.0, 1e-4 * scale)  # 1e-6 unless |z| > 1e4 (float64 rounding of the means)
-    if violation > allowed:
-        state = "converged" if converged else "stalled"
-        raise DataError(
-            f"infeasible: fairness constraints violated by {violation:.3g} > {allowed:.3g} after "
-            f"the projection solver {state}; check the predictions for extreme values or raise tolerance"
-        )
-    return z, mu[:m] - mu[m:]
+    z, lam = _solve(
+        y.detach().cpu().double().numpy(), C.detach().cpu().double().numpy(), float(tolerance), bounds
+    )
+    return torch.from_numpy(z).to(y.device, y.dtype), torch.from_numpy(lam).to(y.device, y.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # autograd
 # ----------------------------------------------------------------------------------------------------------
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _to_numpy(tensor: torch.Tensor, dtype: type | None = np.float64) -> np.ndarray:
+    """A flat numpy copy (few torch calls: each costs microseconds, as much as the arithmetic here)."""
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu":
+        tensor = tensor.cpu()
+    if tensor.dtype not in _NUMPY_DTYPES and tensor.is_floating_point():
+        tensor = tensor.double()
+    out = tensor.numpy()
+    return out.reshape(-1) if dtype is None else out.reshape(-1).astype(dtype)
+
+
+def _to_torch(
+    values: np.ndarray, like: torch.Tensor, bounds: tuple[float, float] | None = None
+) -> torch.Tensor:
+    """``values`` in ``like``'s dtype, shape and device, clamped to the (inward-rounded) bounds."""
+    np_dtype = _NUMPY_DTYPES.get(like.dtype)
+    if np_dtype is None:  # float16, bfloat16: cast and clamp in torch
+        out = torch.from_numpy(values).to(device=like.device, dtype=like.dtype)
+        if bounds is not None:
+            out = out.clamp(*inward_bounds(bounds, like.dtype))
+        return out.reshape(like.shape)
+    values = values.astype(np_dtype)
+    if bounds is not None:
+        values = np.clip(values, *inward_bounds(bounds, like.dtype))
+    out = torch.from_numpy(values.reshape(like.shape))
+    return out if like.device.type == "cpu" else out.to(like.device)
 
 
 class _FairProjectionFn(torch.autograd.Function):
@@ -326,33 +478,38 @@ class _FairProjectionFn(torch.autograd.Function):
         tolerance: float,
         bounds: tuple[float, float] | None,
     ) -> torch.Tensor:
-        y = predictions.detach().reshape(-1).to(torch.float64)
-        C = constraint_matrix(attributes)
-        z, lam = solve_projection(y, C, tolerance, bounds)
+        y = _to_numpy(predictions)
+        if not np.isfinite(y).all():
+            _raise_non_finite()
+        C = _rows(_to_numpy(attributes, dtype=None).reshape(y.size, -1))
+        z, lam = _solve(y, C, tolerance, bounds)
         lb, ub = bounds if bounds is not None else (-math.inf, math.inf)
-        u = y - C.T @ lam
-        inside = ((u > lb) & (u < ub)).to(torch.float64)
-        scale = _z_scale(y, bounds)
-        active = (C @ z).abs() >= tolerance - _ACTIVE_REL * scale
-        ctx.save_for_backward(C[active], inside)
-        ctx.shape, ctx.dtype = predictions.shape, predictions.dtype
-        out = z.to(predictions.dtype)
-        if bounds is not None:
-            out = out.clamp(*inward_bounds(bounds, predictions.dtype))
-        return out.reshape(predictions.shape)
+        u = y - lam @ C
+        ctx.active_rows = C[np.abs(C @ z) >= tolerance - _ACTIVE_REL * _z_scale(y, bounds)]
+        ctx.inside = ((u > lb) & (u < ub)).astype(np.float64)
+        ctx.like = predictions.detach()
+        return _to_torch(z, predictions, bounds)
 
     @staticmethod
+    @once_differentiable
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor
     ) -> tuple[torch.Tensor | None, None, None, None]:
-        C_a, inside = ctx.saved_tensors
-        dg = inside * grad_out.reshape(-1).to(torch.float64)
+        C_a, inside = ctx.active_rows, ctx.inside
+        dg = inside * _to_numpy(grad_out)
         if C_a.shape[0] > 0:
             CD = C_a * inside
-            M = CD @ C_a.T
-            v = torch.linalg.pinv(M, hermitian=True, rtol=1e-10) @ (C_a @ dg)
-            dg = dg - CD.T @ v
-        return dg.to(ctx.dtype).reshape(ctx.shape), None, None, None
+            M, r = CD @ C_a.T, C_a @ dg
+            # any solution of the (consistent) system gives the same D C_aᵀ v; dependent rows make M singular,
+            # where elimination may fail or lose accuracy: then the pseudo-inverse
+            try:
+                v = _small_solve(M, r)
+                if not np.abs(M @ v - r).max() <= 1e-9 * max(1.0, float(np.abs(r).max())):
+                    raise np.linalg.LinAlgError("inaccurate")
+            except np.linalg.LinAlgError:
+                v = np.linalg.pinv(M, rcond=1e-10, hermitian=True) @ r
+            dg = dg - v @ CD
+        return _to_torch(dg, ctx.like), None, None, None
 
 
 def fair_projection(
@@ -367,8 +524,8 @@ def fair_projection(
     ``bounds`` an optional (lb, ub) box that the output satisfies exactly. Returns the input's shape and
     dtype.
     """
-    attributes, eps, checked = _check_inputs(predictions, attributes, tolerance, bounds)
-    return _FairProjectionFn.apply(predictions, attributes, eps, checked)
+    attributes, eps, checked = _check_inputs(predictions, attributes, tolerance, bounds, check_finite=False)
+    return _FairProjectionFn.apply(predictions, attributes, eps, checked)  # checks finiteness on its copy
 
 
 class FairProjection(torch.nn.Module):
