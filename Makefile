@@ -27,6 +27,7 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check constrained_fairness tests benchmarks examples
 
 bench: $(STAMP)
+	$(BIN)/python -c "import cvxpylayers" 2>/dev/null || $(BIN)/python -m pip install --quiet -e ".[bench]"
 	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:

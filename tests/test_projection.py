@@ -110,6 +110,33 @@ def test_matches_independent_qp_solve(seed: int):
     assert_kkt(y, attributes, eps, bounds, z64, lam)
 
 
+@pytest.mark.parametrize("b", [2, 3, 17, 256, 1024, 4096])
+@pytest.mark.parametrize("bounds", BOUNDS)
+def test_matches_an_interior_point_qp_solve_up_to_4096_rows(b: int, bounds):
+    """cvxpy (a test-only dependency) solves the primal QP independently, with Clarabel."""
+    cp = pytest.importorskip("cvxpy")
+    gen = torch.Generator().manual_seed(1000 + b)
+    for trial in range(2):
+        y, attributes = random_instance(gen, b)
+        y = 2.0 * y  # with bounds, many rows end at them
+        eps = 0.0 if trial == 0 else 0.05
+        C = reference_rows(attributes.numpy())
+        x = cp.Variable(b)
+        cons = [cp.abs(C @ x) <= eps] if C.shape[0] else []
+        if bounds is not None:
+            cons += [x >= bounds[0], x <= bounds[1]]
+        tight = {"tol_gap_abs": 1e-12, "tol_gap_rel": 1e-12, "tol_feas": 1e-12, "tol_ktratio": 1e-10}
+        problem = cp.Problem(cp.Minimize(cp.sum_squares(x - y.double().numpy())), cons)
+        problem.solve(solver=cp.CLARABEL, **tight)  # default tolerances leave errors of 1e-3 at b = 1024
+        z = fair_projection(y, attributes, eps, bounds).double().numpy()
+        np.testing.assert_allclose(z, x.value, atol=1e-4, rtol=0)
+        assert np.abs(C @ z).max(initial=0.0) <= eps + 1e-6
+        if bounds is not None:
+            assert z.min() >= bounds[0] and z.max() <= bounds[1]
+            if b >= 17:
+                assert ((z == bounds[0]) | (z == bounds[1])).any()  # some rows at the bounds
+
+
 @pytest.mark.parametrize("b", [64, 512, 4096])
 @pytest.mark.parametrize("bounds", BOUNDS)
 def test_large_batches_satisfy_kkt(b: int, bounds):
