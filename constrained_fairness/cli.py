@@ -1,6 +1,6 @@
 """The ``cfair`` console script.
 
-    cfair run [CONFIG] [--set KEY=VALUE ...] [--output DIR] [--resume] [--quiet]
+    cfair run [CONFIG] [--set KEY=VALUE ...] [--output DIR] [--resume [auto]] [--force] [--quiet]
 
 Without CONFIG it runs the default experiment on the bundled UCI Adult data. A user
 error (bad config, missing file, unusable data) prints one line on stderr and exits
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 EXIT_USER_ERROR = 2
 
@@ -36,7 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--output", default=None, help="run folder (default: <output_dir>/<name>)")
     run.add_argument(
-        "--resume", action="store_true", help="continue the run in the run folder from its checkpoints"
+        "--resume",
+        nargs="?",
+        const="required",
+        default=None,
+        choices=["auto", "required"],
+        help="continue the run in the run folder from its newest valid checkpoint; "
+        "--resume auto also starts it there when it has none (for preemptible jobs)",
+    )
+    run.add_argument(
+        "--force", action="store_true", help="with --resume: accept a changed config (with a warning)"
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars and no summary")
     rep = sub.add_parser("reproduce", help="run a config over seeds and sparsities; write a mean ± std table")
@@ -67,9 +77,15 @@ def _run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .protocol import run_experiment
 
-    cfg = load_config(args.config, [*args.overrides, *args.assignments])
+    config, assignments = args.config, list(args.assignments)
+    if config is not None and "=" in config and not Path(config).exists():  # `cfair run key=value`
+        config, assignments = None, [config, *assignments]
+    cfg = load_config(config, [*args.overrides, *assignments])
     progress = {"always": True, "never": False}.get(cfg.logging.progress, sys.stderr.isatty())
-    result = run_experiment(cfg, output=args.output, resume=args.resume, progress=progress and not args.quiet)
+    resume = {"auto": "auto", "required": True}.get(args.resume, False)
+    result = run_experiment(
+        cfg, output=args.output, resume=resume, progress=progress and not args.quiet, force=args.force
+    )
     if not args.quiet and result.metrics.get("world_size", 1) > 1:
         from .distributed import rank
 
@@ -98,7 +114,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             cfg = load_config(args.config, overrides)
             run_dir = out / f"sparsity{sparsity:g}_seed{seed}"
             if not (run_dir / "metrics.json").is_file():  # finished runs are reused, started ones resumed
-                run_experiment(cfg, output=run_dir, resume=(run_dir / "checkpoints").is_dir(), progress=False)
+                run_experiment(cfg, output=run_dir, resume="auto", progress=False)
             run_dirs.append(run_dir)
             if not args.quiet:
                 print(f"done: sparsity {sparsity:g}, seed {seed} -> {run_dir}")
@@ -171,5 +187,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cfair: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("cfair: interrupted; continue with --resume", file=sys.stderr)
+        print("cfair: interrupted; continue with --resume auto", file=sys.stderr)
         return 130

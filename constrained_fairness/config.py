@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +20,8 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+
+FLOAT32_MAX = 3.4028234663852886e38  # learning rates beyond it overflow inside the optimizers
 
 METHODS = ("nft", "nft_es", "el", "el_rb", "ceag", "constrained")
 DATASETS = ("adult", "csv", "utkface", "fairface", "cifar100")
@@ -158,6 +162,26 @@ class LoggingConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Crash-safe checkpoints of every stage (see README, "Resuming and preemption")."""
+
+    keep_last: int = 2  # checkpoints kept per stage, newest first; older ones are deleted
+    every_steps: int = 0  # also checkpoint every N training steps inside an epoch; 0: after each epoch only
+
+
+@dataclass
+class GuardsConfig:
+    """Numerical guards of training."""
+
+    nonfinite: str = (
+        "stop"  # stop | skip: a batch with a non-finite loss or violation stops the run, or is skipped
+    )
+    multiplier_warning: float = (
+        1.0e4  # warn once when a multiplier exceeds this (dual LR too large, or infeasible)
+    )
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "adult_default"
     seed: int = 0
@@ -176,6 +200,8 @@ class ExperimentConfig:
     el: ELConfig = field(default_factory=ELConfig)
     constraints: list[ConstraintConfig] = field(default_factory=list)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    guards: GuardsConfig = field(default_factory=GuardsConfig)
 
     def validate(self) -> ExperimentConfig:
         """Check value ranges; raise :class:`ConfigError` naming the key and the fix."""
@@ -197,6 +223,22 @@ class ExperimentConfig:
             self.ceag.overall_estimate in ("weighted", "unweighted"),
             f"ceag.overall_estimate must be weighted or unweighted, got {self.ceag.overall_estimate!r}",
         )
+        _require(
+            self.checkpoint.keep_last >= 1,
+            f"checkpoint.keep_last must be >= 1, got {self.checkpoint.keep_last}; keep at least the newest",
+        )
+        _require(
+            self.checkpoint.every_steps >= 0,
+            f"checkpoint.every_steps must be >= 0 (0: each epoch only), got {self.checkpoint.every_steps}",
+        )
+        _require(
+            self.guards.nonfinite in ("stop", "skip"),
+            f"guards.nonfinite must be stop or skip, got {self.guards.nonfinite!r}",
+        )
+        _require(
+            self.guards.multiplier_warning > 0,
+            f"guards.multiplier_warning must be > 0, got {self.guards.multiplier_warning}",
+        )
         duals = [("ceag.dual", self.ceag.dual), ("el.dual", self.el.dual)]
         duals += [(f"constraints[{i}].dual", c.dual) for i, c in enumerate(self.constraints)]
         for key, dual in duals:
@@ -204,7 +246,10 @@ class ExperimentConfig:
                 dual.optimizer in ("sgd", "nupi"),
                 f"{key}.optimizer must be sgd or nupi, got {dual.optimizer!r}",
             )
-            _require(dual.lr > 0, f"{key}.lr must be > 0, got {dual.lr}")
+            _require(
+                0 < dual.lr <= FLOAT32_MAX,
+                f"{key}.lr must be > 0 and at most {FLOAT32_MAX:.3g} (a float32), got {dual.lr}",
+            )
             _require(0 <= dual.nupi_ema < 1, f"{key}.nupi_ema must lie in [0, 1), got {dual.nupi_ema}")
         for key, value in (
             ("dense.batch_size", self.dense.batch_size),
@@ -218,7 +263,9 @@ class ExperimentConfig:
             ("finetune.lr", f.lr),
             ("finetune.lr_gamma", f.lr_gamma),
         ):
-            _require(value > 0, f"{key} must be > 0, got {value}")
+            _require(
+                0 < value <= FLOAT32_MAX, f"{key} must be > 0 and at most {FLOAT32_MAX:.3g}, got {value}"
+            )
         for key, value in (
             ("dense.weight_decay", self.dense.weight_decay),
             ("finetune.weight_decay", f.weight_decay),
@@ -421,3 +468,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def dump_config(config: ExperimentConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+# Keys that may change when a run is resumed: where and how it logs and checkpoints.
+RESUME_NEUTRAL_KEYS = ("logging.", "output_dir", "checkpoint.", "guards.multiplier_warning")
+
+
+def flatten_config(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_hash(config: ExperimentConfig) -> str:
+    """SHA-256 of the keys that determine the results (all but :data:`RESUME_NEUTRAL_KEYS`)."""
+    flat = flatten_config(config.to_dict())
+    kept = {k: v for k, v in flat.items() if not k.startswith(RESUME_NEUTRAL_KEYS)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()

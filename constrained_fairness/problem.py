@@ -18,6 +18,16 @@ from .constraints.base import BatchOutputs, GroupConstraint
 from .precision import autocast
 
 
+class NonFiniteBatch(Exception):
+    """A batch whose loss, violations or multipliers are not finite; raised by
+    :meth:`FairnessProblem.compute_cmp_state`, so before Cooper takes any step.
+    ``fatal``: the multipliers themselves are not finite, so skipping cannot help."""
+
+    def __init__(self, what: str, fatal: bool = False) -> None:
+        super().__init__(what)
+        self.what, self.fatal = what, fatal
+
+
 class FairnessProblem(cooper.ConstrainedMinimizationProblem):
     """Cross-entropy with the given constraints; with none, plain (naive) fine-tuning."""
 
@@ -51,7 +61,24 @@ class FairnessProblem(cooper.ConstrainedMinimizationProblem):
             state = constraint.compute(batch)
             if state is not None:
                 observed[constraint] = state
-        return cooper.CMPState(loss=losses.mean(), observed_constraints=observed, misc={"batch": batch})
+        loss = losses.mean()
+        self._check_finite(loss, observed)
+        return cooper.CMPState(loss=loss, observed_constraints=observed, misc={"batch": batch})
+
+    def _check_finite(self, loss: torch.Tensor, observed: dict) -> None:
+        """One device sync: are the loss, the violations and the multipliers finite?"""
+        checks = [torch.isfinite(loss).all()]
+        for state in observed.values():
+            checks.append(torch.isfinite(state.violation).all())
+            if state.strict_violation is not None:
+                checks.append(torch.isfinite(state.strict_violation).all())
+        multipliers = [torch.isfinite(c.multiplier.weight).all() for c in self.constraints()]
+        flags = torch.stack(checks + multipliers).cpu().tolist()
+        if all(flags):
+            return
+        if not all(flags[len(checks) :]):
+            raise NonFiniteBatch("Lagrange multipliers", fatal=True)
+        raise NonFiniteBatch("loss" if not flags[0] else "constraint violation")
 
     def constraint_state_dict(self) -> dict:
         """Multipliers (Cooper's CMP state) plus each constraint's own state (buffers)."""

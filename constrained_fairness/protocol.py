@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import yaml
 
-from .config import ExperimentConfig, dump_config
+from .config import RESUME_NEUTRAL_KEYS, ExperimentConfig, config_hash, dump_config, flatten_config
 from .constraints import (
     DenseReference,
     EqualizedLoss,
@@ -51,7 +51,7 @@ from .precision import autocast_dtype, grad_scaler
 from .problem import FairnessProblem
 from .sparsity import MagnitudePruner, cubic_sparsity
 from .training.batches import LoaderBatches, TensorBatches
-from .training.checkpoint import load_checkpoint, load_model_weights
+from .training.checkpoint import Checkpointer, load_model_weights
 from .training.evaluation import Evaluator
 from .training.loggers import RunLogger
 from .training.optimizers import build_cooper_optimizer
@@ -130,25 +130,46 @@ def load_data(cfg: ExperimentConfig) -> TabularData | ImageData:
     )
 
 
-def prepare_run_dir(cfg: ExperimentConfig, output: str | Path | None, resume: bool) -> Path:
-    """The run folder; a new run never overwrites a finished or started one."""
+def has_checkpoints(run_dir: Path) -> bool:
+    return any((run_dir / "checkpoints").glob("*-e*-b*.pt"))
+
+
+def prepare_run_dir(
+    cfg: ExperimentConfig, output: str | Path | None, resume: bool | str
+) -> tuple[Path, bool]:
+    """The run folder, and whether to resume in it.
+
+    ``resume=False``: a new folder (a started or finished run is never overwritten: a suffix
+    ``-2``, ``-3``... is added). ``resume=True``: the folder must hold checkpoints.
+    ``resume="auto"``: the folder itself, resumed if it holds checkpoints, else started there.
+    """
     base = Path(output) if output is not None else Path(cfg.output_dir) / cfg.name
+    if resume == "auto" and not has_checkpoints(base):
+        return _make_run_dir(base), False
     if resume:
-        if not (base / "checkpoints").is_dir():
+        if not has_checkpoints(base):
             raise FileNotFoundError(
-                f"nothing to resume in {base}: it has no checkpoints/; run without --resume"
+                f"nothing to resume in {base}: it has no checkpoints; run without --resume, "
+                "or with --resume auto"
             )
-        return base
+        return base, True
     run_dir, n = base, 1
     while (run_dir / "checkpoints").exists() or (run_dir / "metrics.json").exists():
         n += 1
         run_dir = base.with_name(f"{base.name}-{n}")
+    return _make_run_dir(run_dir), False
+
+
+def _make_run_dir(run_dir: Path) -> Path:
     try:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        probe = run_dir / "checkpoints" / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
     except OSError as exc:
         raise ConfigError(
-            f"cannot create the run folder {run_dir} ({exc.strerror}); choose a writable "
-            "--output or output_dir"
+            f"cannot write the run folder {run_dir} ({exc.strerror}); choose a writable --output "
+            "or output_dir"
         ) from None
     return run_dir
 
@@ -237,12 +258,17 @@ class Experiment:
         problem.channels_last = self.cfg.channels_last
         return problem
 
-    def _checkpoint(self, stage: str) -> Path:
-        return self.run_dir / "checkpoints" / f"{stage}.pt"
+    def _checkpoints(self, stage: str) -> Checkpointer:
+        c = self.cfg.checkpoint
+        return Checkpointer(self.run_dir / "checkpoints", stage, c.keep_last, config_hash(self.cfg))
 
-    def _save_to(self, stage: str) -> Path | None:
+    def _save_to(self, stage: str) -> Checkpointer | None:
         """Where a stage checkpoints (rank 0 only under DDP)."""
-        return self._checkpoint(stage) if self.rank == 0 else None
+        return self._checkpoints(stage) if self.rank == 0 else None
+
+    def _saved_state(self, stage: str) -> dict[str, Any] | None:
+        """The newest valid checkpoint of ``stage`` when resuming (every rank reads it)."""
+        return self._checkpoints(stage).load_latest(self.force) if self.resume else None
 
     def _trainer(
         self,
@@ -272,13 +298,17 @@ class Experiment:
             log_every=self.cfg.logging.log_every,
             progress=self.progress and self.rank == 0,
             net=net,
+            every_steps=self.cfg.checkpoint.every_steps,
+            nonfinite=self.cfg.guards.nonfinite,
+            multiplier_warning=self.cfg.guards.multiplier_warning,
             **kwargs,
         )
 
-    def _resume_into(self, trainer: Trainer, stage: str) -> None:
-        path = self._checkpoint(stage)
-        if self.resume and path.is_file():
-            trainer.load_state_dict(load_checkpoint(path))
+    def _resume_into(self, trainer: Trainer, stage: str) -> bool:
+        state = self._saved_state(stage)
+        if state is not None:
+            trainer.load_state_dict(state)
+        return state is not None
 
     # -- stages ------------------------------------------------------------------------
     def dense_model(self) -> torch.nn.Module:
@@ -362,27 +392,34 @@ class Experiment:
         ]
 
     # -- the whole run -----------------------------------------------------------------
-    def run(self, run_dir: Path, resume: bool = False) -> dict[str, Any]:
-        self.run_dir, self.resume = run_dir, resume
+    def run(self, run_dir: Path, resume: bool = False, force: bool = False) -> dict[str, Any]:
+        self.run_dir, self.resume, self.force = run_dir, resume, force
         cfg, start = self.cfg, time.perf_counter()
         if resume:
-            check_same_config(self.run_dir / "config.yaml", cfg)
+            check_same_config(self.run_dir / "config.yaml", cfg, force)
         self.history: list[dict[str, Any]] = []
         if self.rank == 0:  # under DDP, rank 0 alone writes files and logs
             (self.run_dir / "config.yaml").write_text(dump_config(cfg))
             if not self.resume:
                 (self.run_dir / "history.jsonl").unlink(missing_ok=True)
-            self.logger = RunLogger(self.run_dir, cfg.to_dict(), cfg.logging.wandb, cfg.logging.tensorboard)
+            self.logger = RunLogger(
+                self.run_dir, cfg.to_dict(), cfg.logging.wandb, cfg.logging.tensorboard, resume=resume
+            )
         try:
             metrics = self._run_stages()
         finally:
             if self.logger is not None:
                 self.logger.close()
-        metrics["wall_seconds"] = time.perf_counter() - start
         metrics["world_size"] = self.world
         if self.rank != 0:
             return metrics
+        # metrics.json holds only results, so a resumed run's file is identical to an uninterrupted
+        # one's; the wall time of this invocation goes to timing.json
         _write_json_atomic(self.run_dir / "metrics.json", metrics)
+        metrics = {**metrics, "wall_seconds": time.perf_counter() - start}
+        _write_json_atomic(
+            self.run_dir / "timing.json", {"wall_seconds": metrics["wall_seconds"], "resumed": resume}
+        )
         from .report import write_report
 
         # history.jsonl was streamed during the run; rewrite it from the checkpointed
@@ -438,14 +475,13 @@ class Experiment:
             model = self._new_model()
             constraints, names, duals = self.method_constraints(method, reference)
             trainer = self.sparse_trainer(method, model, constraints, names, duals)
-            if self.resume and self._checkpoint(method).is_file():
-                trainer.load_state_dict(load_checkpoint(self._checkpoint(method)))
-            else:
+            if not self._resume_into(trainer, method):
                 trainer.load_state_dict(shared_state, primal_only=True)
             trainer.run(total, self._save_to(method))
             self.history += trainer.history
             if method in cfg.methods:
                 methods[method] = self._method_metrics(model, trainer.epoch - 1)
+                methods[method]["skipped_batches"] = trainer.skipped
                 if trainer.problem.is_constrained:
                     methods[method]["multipliers"] = trainer.problem.multiplier_values()
             if method == "nft" and "nft_es" in cfg.methods and trainer.best is not None:
@@ -520,38 +556,36 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
     _write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False))
 
 
-def check_same_config(path: Path, cfg: ExperimentConfig) -> None:
-    """Resuming with another config would mix two runs: name the first differing key."""
+def check_same_config(path: Path, cfg: ExperimentConfig, force: bool = False) -> None:
+    """Resuming with another config would mix two runs: name the first differing key
+    (``force``: warn and go on)."""
     if not path.is_file():
         return
-    old = _flatten(yaml.safe_load(path.read_text()) or {})
-    new = _flatten(cfg.to_dict())
+    try:
+        saved = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        saved = {}
+    old = flatten_config(saved if isinstance(saved, dict) else {})
+    new = flatten_config(cfg.to_dict())
     for key in sorted(set(old) | set(new)):
-        if key.startswith(("logging.", "output_dir")):
+        if key.startswith(RESUME_NEUTRAL_KEYS) or old.get(key) == new.get(key):
             continue
-        if old.get(key) != new.get(key):
+        message = f"config key '{key}' was {old.get(key)!r} in {path} and is now {new.get(key)!r}"
+        if not force:
             raise CheckpointError(
-                f"cannot resume: config key '{key}' was {old.get(key)!r} in {path} and is now "
-                f"{new.get(key)!r}; resume with the run's config or start a new run"
+                f"cannot resume: {message}; resume with the run's config, start a new run, or pass --force"
             )
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+        warnings.warn(f"resuming with a changed config because of --force: {message}", stacklevel=2)
+        return
 
 
 def run_experiment(
     cfg: ExperimentConfig,
     output: str | Path | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
     progress: bool = False,
     data: TabularData | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Run the protocol of ``cfg``; returns the run folder and the metrics written to it.
 
@@ -559,9 +593,10 @@ def run_experiment(
     ``constrained_fairness.data.from_records(dataframe, target=..., protected=[...])``.
     """
     experiment = Experiment(cfg, data=data, progress=progress)  # loads and checks the data first
-    run_dir = prepare_run_dir(cfg, output, resume) if experiment.rank == 0 else None
-    run_dir = Path(str(broadcast_object(str(run_dir))))
+    prepared = prepare_run_dir(cfg, output, resume) if experiment.rank == 0 else None
+    run_dir_name, resuming = broadcast_object((str(prepared[0]), prepared[1]) if prepared else None)
+    run_dir = Path(run_dir_name)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*TensorBoard.*")
-        metrics = experiment.run(run_dir, resume=resume)
+        metrics = experiment.run(run_dir, resume=resuming, force=force)
     return RunResult(run_dir, metrics)

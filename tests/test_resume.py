@@ -1,15 +1,18 @@
 """Resume: N epochs straight equals N/2, save, load into fresh objects, N/2 more (bit-identical)."""
 
+import pytest
 import torch
 
 from constrained_fairness.config import DualConfig
 from constrained_fairness.constraints import DenseReference, ExcessAccuracyGap
+from constrained_fairness.errors import CheckpointError, TrainingDiverged
 from constrained_fairness.groups import Grouping
 from constrained_fairness.metrics import GroupStats
 from constrained_fairness.models import MLP
 from constrained_fairness.problem import FairnessProblem
 from constrained_fairness.sparsity import MagnitudePruner, cubic_sparsity
 from constrained_fairness.training import Evaluator, TensorBatches, Trainer, load_checkpoint, save_atomic
+from constrained_fairness.training.checkpoint import Checkpointer
 from constrained_fairness.training.optimizers import build_cooper_optimizer
 
 G = 4
@@ -94,3 +97,88 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
     state = torch.load(tmp_path / "c.pt", weights_only=True)
     assert set(state) >= {"model", "optimizer", "problem", "pruner", "scheduler", "history", "rng", "best"}
     assert not list(tmp_path.glob(".c.pt.*"))  # no temporary file left behind
+
+
+class _Killed(Exception):
+    pass
+
+
+class _DyingCheckpointer(Checkpointer):
+    """Simulates a kill right after the ``after``-th save."""
+
+    def __init__(self, *args, after: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.after, self.saves = after, 0
+
+    def save(self, state, epoch, batch):
+        path = super().save(state, epoch, batch)
+        self.saves += 1
+        if self.saves == self.after:
+            raise _Killed
+        return path
+
+
+def test_mid_epoch_resume_is_identical_to_an_uninterrupted_run(tmp_path):
+    straight = build("nupi")
+    straight.every_steps = 4
+    straight.run(4, Checkpointer(tmp_path / "a", "ceag", keep_last=2, config_hash="h"))
+    interrupted = build("nupi")
+    interrupted.every_steps = 4
+    dying = _DyingCheckpointer(tmp_path / "b", "ceag", keep_last=2, config_hash="h", after=4)
+    with pytest.raises(_Killed):
+        interrupted.run(4, dying)
+    state = Checkpointer(tmp_path / "b", "ceag", keep_last=2, config_hash="h").load_latest()
+    assert 0 < state["batch"] < 10 and state["epoch"] == 1  # 10 batches per epoch: stopped mid-epoch
+    resumed = build("nupi")
+    resumed.every_steps = 4
+    resumed.load_state_dict(state)
+    resumed.run(4, Checkpointer(tmp_path / "b", "ceag", keep_last=2, config_hash="h"))
+    assert_same(straight, resumed)
+    assert straight.history == resumed.history
+
+
+@pytest.mark.filterwarnings("ignore:cannot read checkpoint")
+def test_keep_last_and_fallback_past_a_corrupt_checkpoint(tmp_path):
+    trainer = build("sgd")
+    trainer.every_steps = 5
+    checkpoints = Checkpointer(tmp_path, "ceag", keep_last=3, config_hash="h")
+    trainer.run(2, checkpoints)
+    names = [p.name for p in checkpoints.candidates()]
+    assert names == ["ceag-e00002-b000000.pt", "ceag-e00001-b000010.pt", "ceag-e00001-b000005.pt"]
+    assert (tmp_path / "ceag.pt").samefile(tmp_path / names[0])  # the finished stage, published
+    newest = tmp_path / names[0]
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated, as by a crash outside save_atomic
+    with pytest.warns(UserWarning, match=rf"cannot read checkpoint {newest}.*falling back"):
+        state = checkpoints.load_latest()
+    assert (state["epoch"], state["batch"]) == (1, 10)
+    other = Checkpointer(tmp_path, "ceag", keep_last=3, config_hash="another")
+    with pytest.raises(CheckpointError, match=r"written with another config.*--force"):
+        other.load_latest()
+    with pytest.warns(UserWarning, match="resuming anyway because of --force"):
+        assert other.load_latest(force=True)["epoch"] == 1
+
+
+def test_non_finite_batches_stop_or_are_skipped_and_counted(tmp_path):
+    stopped = build("sgd")
+    stopped.batches.inputs[40, 0] = float("nan")  # batch 1 of some epoch holds a NaN row
+    checkpoints = Checkpointer(tmp_path, "ceag", keep_last=2, config_hash="h")
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss in stage 'ceag', epoch 0, batch \d+;.*skip"):
+        stopped.run(3, checkpoints)
+    assert all(bool(torch.isfinite(p).all()) for p in stopped.model.parameters())  # stopped before the step
+    skipping = build("sgd")
+    skipping.nonfinite = "skip"
+    skipping.batches.inputs[40, 0] = float("nan")
+    skipping.run(3)
+    assert skipping.skipped == 3  # that batch, once per epoch
+    assert skipping.history[-1]["skipped_batches"] == 3
+    assert all(bool(torch.isfinite(p).all()) for p in skipping.model.parameters())
+
+
+def test_a_large_multiplier_is_reported_once():
+    trainer = build("sgd")
+    trainer.multiplier_warning = 1e-9
+    with pytest.warns(
+        UserWarning, match=r"a multiplier of constraint 'ceag' reached .* guards.multiplier_warning"
+    ) as w:
+        trainer.run(3)
+    assert sum("guards.multiplier_warning" in str(x.message) for x in w) == 1

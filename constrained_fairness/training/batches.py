@@ -51,7 +51,8 @@ class TensorBatches:
         n = len(self.targets)
         return n // self.batch_size if self.world > 1 else -(-n // self.batch_size)
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        """The batches of ``epoch`` in its seeded order, without the first ``skip`` (a resume)."""
         n = len(self.targets)
         if self.world > 1:
             if n < self.batch_size:
@@ -67,7 +68,7 @@ class TensorBatches:
             order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
-        for start in range(0, n_batches * self.batch_size, self.batch_size):
+        for start in range(skip * self.batch_size, n_batches * self.batch_size, self.batch_size):
             idx = shard(order[start : start + self.batch_size], self.rank, self.world)
             yield self.inputs[idx], self.targets[idx], self.attributes[idx]
 
@@ -115,7 +116,9 @@ class LoaderBatches:
         n = len(self.dataset)  # type: ignore[arg-type]
         return n // self.batch_size if self.drop_last else 1
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        """The batches of ``epoch`` in its seeded order, without the first ``skip`` (a resume;
+        the order is exact, augmentation draws in worker processes are not replayed)."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         n = len(self.dataset)  # type: ignore[arg-type]
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
@@ -123,7 +126,7 @@ class LoaderBatches:
         batches = [
             shard(order[s : s + self.batch_size], self.rank, self.world).tolist()
             for s in range(0, stop, self.batch_size)
-        ]
+        ][skip:]
         loader = torch.utils.data.DataLoader(
             self.dataset,
             batch_sampler=batches,

@@ -6,8 +6,13 @@ so ``torch.load(weights_only=True)`` can read it: no pickled code runs at load t
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import shutil
 import tempfile
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +26,49 @@ from ..errors import CheckpointError
 torch.serialization.add_safe_globals([nuPIInitType])
 
 
+# Fault injection for the kill-and-resume tests: seconds to pause halfway through writing a checkpoint.
+WRITE_DELAY_ENV = "CFAIR_CHECKPOINT_WRITE_DELAY"
+
+
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """Write to a temporary file in the same folder, fsync it, rename it over ``path``, and
+    fsync the folder: a crash leaves either the old file or the new one, never a torn one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            delay = float(os.environ.get(WRITE_DELAY_ENV, "0") or 0)
+            if delay > 0:
+                buffer = io.BytesIO()
+                torch.save(obj, buffer)
+                data = buffer.getvalue()
+                handle.write(data[: len(data) // 2])
+                handle.flush()
+                time.sleep(delay)
+                handle.write(data[len(data) // 2 :])
+            else:
+                torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -65,3 +99,86 @@ def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
             f"checkpoint {path} does not match the model architecture ({detail}); "
             "use a checkpoint of the configured model"
         ) from None
+
+
+_NAME = re.compile(r"^(?P<stage>[A-Za-z0-9_]+)-e(?P<epoch>\d{5})-b(?P<batch>\d{6})\.pt$")
+
+
+class Checkpointer:
+    """The checkpoints of one stage: ``<stage>-e<epoch>-b<batch>.pt`` in ``folder``, where the
+    state is taken after ``batch`` batches of epoch ``epoch`` (``b000000``: at the epoch's
+    start). Keeps the newest ``keep_last``; every state records the config hash.
+    """
+
+    def __init__(self, folder: Path, stage: str, keep_last: int, config_hash: str) -> None:
+        self.folder, self.stage, self.keep_last, self.config_hash = (
+            Path(folder),
+            stage,
+            keep_last,
+            config_hash,
+        )
+
+    def path(self, epoch: int, batch: int) -> Path:
+        return self.folder / f"{self.stage}-e{epoch:05d}-b{batch:06d}.pt"
+
+    def candidates(self) -> list[Path]:
+        """This stage's checkpoint files, newest first."""
+        found = []
+        for path in self.folder.glob(f"{self.stage}-e*-b*.pt"):
+            match = _NAME.match(path.name)
+            if match and match["stage"] == self.stage:
+                found.append(((int(match["epoch"]), int(match["batch"])), path))
+        return [path for _, path in sorted(found, reverse=True)]
+
+    def save(self, state: dict[str, Any], epoch: int, batch: int) -> Path:
+        path = self.path(epoch, batch)
+        save_atomic({**state, "config_hash": self.config_hash, "stage": self.stage}, path)
+        for old in self.candidates()[self.keep_last :]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def finalize(self) -> Path | None:
+        """Publish the newest checkpoint of a finished stage as ``<stage>.pt`` (a hard link, so
+        no extra space; a copy where links are not supported), e.g. for ``model.checkpoint``."""
+        newest = next(iter(self.candidates()), None)
+        if newest is None:
+            return None
+        final = self.folder / f"{self.stage}.pt"
+        tmp = self.folder / f".{self.stage}.pt.link"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(newest, tmp)
+        except OSError:
+            shutil.copyfile(newest, tmp)
+        os.replace(tmp, final)
+        _fsync_dir(self.folder)
+        return final
+
+    def load_latest(self, force: bool = False) -> dict[str, Any] | None:
+        """The newest checkpoint that loads and belongs to this stage and config, or None.
+
+        An unreadable or foreign file gets a warning naming it, and the previous one is
+        tried. A checkpoint of another config is an error (``force``: a warning)."""
+        for path in self.candidates():
+            try:
+                state = load_checkpoint(path)
+            except CheckpointError as exc:
+                warnings.warn(f"{exc}; falling back to the previous checkpoint", stacklevel=2)
+                continue
+            if not isinstance(state, dict) or state.get("stage") != self.stage or "model" not in state:
+                warnings.warn(
+                    f"checkpoint {path} is not a {self.stage!r} checkpoint of this run; "
+                    "falling back to the previous checkpoint",
+                    stacklevel=2,
+                )
+                continue
+            if state.get("config_hash") != self.config_hash:
+                message = (
+                    f"checkpoint {path} was written with another config (hash "
+                    f"{str(state.get('config_hash'))[:12]} vs {self.config_hash[:12]})"
+                )
+                if not force:
+                    raise CheckpointError(f"{message}; resume with the run's config, or pass --force")
+                warnings.warn(f"{message}; resuming anyway because of --force", stacklevel=2)
+            return state
+        return None

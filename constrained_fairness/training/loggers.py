@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +35,12 @@ class RunLogger:
     """Sends scalars to TensorBoard and wandb, and epoch records to ``history.jsonl``."""
 
     def __init__(
-        self, run_dir: Path, config: dict, wandb_mode: str = "offline", tensorboard: bool = True
+        self,
+        run_dir: Path,
+        config: dict,
+        wandb_mode: str = "offline",
+        tensorboard: bool = True,
+        resume: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.history_path = self.run_dir / "history.jsonl"
@@ -50,7 +56,7 @@ class RunLogger:
         if wandb_mode == "offline" and os.environ.get("WANDB_SWEEP_ID"):
             wandb_mode = "online"  # a run launched by `wandb agent` reports to its sweep
         if wandb_mode != "disabled":
-            self._wandb = _start_wandb(self.run_dir, config, wandb_mode)
+            self._wandb = _start_wandb(self.run_dir, config, wandb_mode, resume)
 
     def log_scalars(self, scalars: Mapping[str, Any], step: int) -> None:
         flat = flatten(scalars)
@@ -81,17 +87,24 @@ class RunLogger:
                 self._wandb.finish(quiet=True)
 
 
-def _start_wandb(run_dir: Path, config: dict, mode: str) -> Any:
+def _start_wandb(run_dir: Path, config: dict, mode: str, resume: bool = False) -> Any:
+    """A wandb run; its id is kept in ``run_dir/wandb_run_id`` so that a resumed run
+    continues the same wandb run (and its step axis) instead of starting another."""
     try:
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
+        id_file = run_dir / "wandb_run_id"
+        run_id = id_file.read_text().strip() if resume and id_file.is_file() else uuid.uuid4().hex[:12]
+        id_file.write_text(run_id)
         return wandb.init(
             project="constrained_fairness",
             name=config.get("name"),
             config=config,
             dir=str(run_dir),
             mode=mode,
+            id=run_id,
+            resume="allow",
             reinit="finish_previous",
             settings=wandb.Settings(console="off", init_timeout=30, x_disable_stats=True),
         )

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import cooper
@@ -21,10 +21,10 @@ from tqdm.auto import tqdm
 
 from ..distributed import all_ranks
 from ..errors import TrainingDiverged
-from ..problem import FairnessProblem
+from ..problem import FairnessProblem, NonFiniteBatch
 from ..sparsity import MagnitudePruner
 from .batches import TensorBatches
-from .checkpoint import save_atomic
+from .checkpoint import Checkpointer
 from .evaluation import SplitEvaluation
 from .loggers import RunLogger
 
@@ -45,6 +45,10 @@ class Trainer:
         logger: optional run logger; ``log_every`` steps between step-level scalars.
         net: the module that runs the forward pass, e.g. ``DistributedDataParallel(model)``;
             defaults to ``model``.
+        every_steps: also checkpoint every this many steps inside an epoch (0: never).
+        nonfinite: ``stop`` (raise :class:`TrainingDiverged` before the bad step) or ``skip``
+            (drop the batch and count it) when a batch's loss or violation is not finite.
+        multiplier_warning: warn once per constraint when a multiplier exceeds this.
     """
 
     def __init__(
@@ -62,6 +66,9 @@ class Trainer:
         log_every: int = 20,
         progress: bool = False,
         net: torch.nn.Module | None = None,
+        every_steps: int = 0,
+        nonfinite: str = "stop",
+        multiplier_warning: float = math.inf,
     ) -> None:
         self.name = name
         self.model = model
@@ -76,36 +83,82 @@ class Trainer:
         self.logger = logger
         self.log_every = log_every
         self.progress = progress
+        self.every_steps = every_steps
+        self.nonfinite = nonfinite
+        self.multiplier_warning = multiplier_warning
         self.device = next(model.parameters()).device
         self.epoch = 0
         self.step = 0
+        self.batch = 0  # batches of the current epoch already trained (a mid-epoch checkpoint)
+        self.partial_loss = torch.zeros((), dtype=torch.float64)  # Σ loss·rows of those batches
+        self.partial_rows = 0
+        self.skipped = 0  # batches dropped by the ``skip`` policy
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
+        self.checkpointer: Checkpointer | None = None
+        self._warned: set[str] = set()
 
     @property
     def primal_optimizer(self) -> torch.optim.Optimizer:
         return self.optimizer.primal_optimizers[0]
 
     def train_epoch(self) -> float:
-        """One pass over the training batches; returns the mean training loss of this epoch."""
+        """The rest of the current epoch (all of it unless resumed mid-epoch); returns the
+        mean training loss of the whole epoch."""
         self.model.train()
-        total = torch.zeros((), dtype=torch.float64)
-        count = 0
-        for inputs, targets, attributes in self.batches.epoch(self.epoch):
+        for inputs, targets, attributes in self.batches.epoch(self.epoch, skip=self.batch):
             inputs, targets, attributes = (
                 t.to(self.device, non_blocking=True) for t in (inputs, targets, attributes)
             )
             kwargs = {"model": self.net, "inputs": inputs, "targets": targets, "attributes": attributes}
-            rollout = self.optimizer.roll(compute_cmp_state_kwargs=kwargs)
+            try:
+                rollout = self.optimizer.roll(compute_cmp_state_kwargs=kwargs)
+            except NonFiniteBatch as exc:  # raised before any parameter or multiplier moved
+                self._non_finite(exc)
+                continue
+            finally:
+                self.batch += 1
             if self.pruner is not None:
                 self.pruner.apply()
             self.step += 1
-            loss = rollout.loss.detach()
-            total += loss.double().cpu() * len(targets)
-            count += len(targets)
+            self.partial_loss += rollout.loss.detach().double().cpu() * len(targets)
+            self.partial_rows += len(targets)
             if self.logger is not None and self.log_every and self.step % self.log_every == 0:
                 self.logger.log_scalars({f"{self.name}/step": self._step_scalars(rollout)}, self.step)
-        return float(total / max(count, 1))
+            if self.checkpointer is not None and self.every_steps and self.step % self.every_steps == 0:
+                self.checkpointer.save(self.state_dict(), self.epoch, self.batch)
+        loss = float(self.partial_loss / max(self.partial_rows, 1))
+        self.batch, self.partial_loss, self.partial_rows = 0, torch.zeros((), dtype=torch.float64), 0
+        return loss
+
+    def _non_finite(self, exc: NonFiniteBatch) -> None:
+        where = f"stage {self.name!r}, epoch {self.epoch}, batch {self.batch}"
+        what = exc.what
+        weights_ok = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        if not weights_ok:
+            what = f"{what} (the model's parameters are no longer finite)"
+        if self.nonfinite == "skip" and not exc.fatal and weights_ok:
+            self.optimizer.zero_grad()
+            self.skipped += 1
+            return
+        hint = "" if exc.fatal or not weights_ok else ", or set guards.nonfinite: skip"
+        raise TrainingDiverged(
+            f"non-finite {what} in {where}; lower the learning rate or the dual learning rate "
+            f"(e.g. ceag.dual.lr){hint}; the last good checkpoint is kept "
+            "(resume it with --resume auto --force after changing the config)"
+        ) from None
+
+    def _warn_large_multipliers(self) -> None:
+        for name, constraint in self.problem.named_constraints():
+            largest = float(constraint.multiplier_values().max())
+            if largest > self.multiplier_warning and name not in self._warned:
+                self._warned.add(name)
+                warnings.warn(
+                    f"a multiplier of constraint {name!r} reached {largest:.3g} > guards.multiplier_warning="
+                    f"{self.multiplier_warning:g} in stage {self.name!r}, epoch {self.epoch}: the dual "
+                    "learning rate is too large, or the constraint cannot be satisfied",
+                    stacklevel=2,
+                )
 
     def _step_scalars(self, rollout: cooper.optim.RollOut) -> dict[str, float]:
         scalars = {"loss": float(rollout.loss.detach())}
@@ -113,8 +166,10 @@ class Trainer:
             scalars[f"max_multiplier/{name}"] = float(constraint.multiplier_values().max())
         return scalars
 
-    def run(self, until: int, checkpoint: str | Path | None = None) -> None:
-        """Train until ``self.epoch == until``; evaluate, log and checkpoint after each epoch."""
+    def run(self, until: int, checkpointer: Checkpointer | None = None) -> None:
+        """Train until ``self.epoch == until``; evaluate, log and checkpoint after each epoch
+        (and every ``every_steps`` steps)."""
+        self.checkpointer = checkpointer
         bar = tqdm(total=until, initial=self.epoch, desc=self.name, disable=not self.progress, leave=False)
         while self.epoch < until:
             if self.pruner is not None and self.sparsity_at is not None:
@@ -131,6 +186,7 @@ class Trainer:
                 )
             if self.scheduler is not None:
                 self.scheduler.step()
+            self._warn_large_multipliers()
             evaluation = self.evaluate(self.model)
             record = self._record(lr, train_loss, evaluation)
             self.history.append(record)
@@ -138,13 +194,15 @@ class Trainer:
                 self.logger.log_record(record)
             self._track_best(evaluation)
             self.epoch += 1
-            if checkpoint is not None:
-                save_atomic(self.state_dict(), checkpoint)
+            if checkpointer is not None:
+                checkpointer.save(self.state_dict(), self.epoch, 0)
             bar.update(1)
             bar.set_postfix(
                 acc=f"{evaluation['val'].stats.overall_accuracy:.4f}" if "val" in evaluation else ""
             )
         bar.close()
+        if checkpointer is not None:
+            checkpointer.finalize()
 
     def _record(self, lr: float, train_loss: float, evaluation: dict[str, SplitEvaluation]) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -154,6 +212,7 @@ class Trainer:
             "lr": lr,
             "train_loss": train_loss,
             "sparsity": self.pruner.target if self.pruner is not None else 0.0,
+            "skipped_batches": self.skipped,
             "splits": {name: e.summary() for name, e in evaluation.items()},
         }
         if self.problem.is_constrained:
@@ -188,7 +247,12 @@ class Trainer:
             "history": copy.deepcopy(self.history),
             "best": self.best,
             "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "scaler": self.optimizer.scaler.state_dict() if hasattr(self.optimizer, "scaler") else None,
+            "batch": self.batch,
+            "partial_loss": self.partial_loss.clone(),
+            "partial_rows": self.partial_rows,
+            "skipped": self.skipped,
         }
 
     def load_state_dict(self, state: dict[str, Any], primal_only: bool = False) -> None:
@@ -205,6 +269,11 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.batch = int(state.get("batch", 0))
+        self.partial_loss = state.get("partial_loss", torch.zeros((), dtype=torch.float64)).double()
+        self.partial_rows = int(state.get("partial_rows", 0))
         if primal_only:
             self.primal_optimizer.load_state_dict(state["optimizer"]["primal_optimizer_states"][0])
             return
@@ -214,3 +283,4 @@ class Trainer:
         self.problem.load_constraint_state_dict(state["problem"])
         self.history = list(state["history"])
         self.best = state["best"]
+        self.skipped = int(state.get("skipped", 0))
