@@ -1,6 +1,7 @@
 """The ``cfair`` console script.
 
     cfair run [CONFIG] [--set KEY=VALUE ...] [--output DIR] [--resume [auto]] [--force] [--quiet]
+    cfair compare RUN_DIR|GLOB|SWEEP_DIR ... [--output DIR]
 
 Without CONFIG it runs the default experiment on the bundled UCI Adult data. A user
 error (bad config, missing file, unusable data) prints one line on stderr and exits
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sw.add_argument("--seed", type=int, default=0, help="random sweeps: seed of the draws")
     sw.add_argument("--output", default="runs/sweep", help="folder of the runs")
+    cmp = sub.add_parser("compare", help="compare finished runs: one table and sparsity curves (md + html)")
+    cmp.add_argument("runs", nargs="+", help="run folders, glob patterns, or folders of runs (a sweep)")
+    cmp.add_argument("--output", default="compare", help="folder of compare.md, compare.html and plots/")
     show = sub.add_parser("config", help="print the resolved config")
     show.add_argument("config", nargs="?", default=None)
     show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -177,6 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _reproduce(args)
         if args.command == "sweep":
             return _sweep(args)
+        if args.command == "compare":
+            from .compare import write_comparison
+
+            report = write_comparison(args.runs, args.output)
+            print(f"comparison: {report} (and compare.html, plots/)")
+            return 0
         from .config import dump_config, load_config
 
         print(dump_config(load_config(args.config, args.overrides)), end="")

@@ -162,6 +162,16 @@ class LoggingConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """Bootstrap intervals and verdicts of the final evaluation (see group_report.py)."""
+
+    bootstrap_resamples: int = 1000  # resamples of every split, >= 1
+    confidence: float = 0.95  # of the percentile intervals
+    min_group_size: int = 30  # smaller groups get no verdict (listed as too small)
+    seed: int = 0  # of the resampling
+
+
+@dataclass
 class CheckpointConfig:
     """Crash-safe checkpoints of every stage (see README, "Resuming and preemption")."""
 
@@ -200,6 +210,7 @@ class ExperimentConfig:
     el: ELConfig = field(default_factory=ELConfig)
     constraints: list[ConstraintConfig] = field(default_factory=list)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     guards: GuardsConfig = field(default_factory=GuardsConfig)
 
@@ -223,6 +234,15 @@ class ExperimentConfig:
             self.ceag.overall_estimate in ("weighted", "unweighted"),
             f"ceag.overall_estimate must be weighted or unweighted, got {self.ceag.overall_estimate!r}",
         )
+        e = self.evaluation
+        _require(
+            e.bootstrap_resamples >= 1,
+            f"evaluation.bootstrap_resamples must be >= 1, got {e.bootstrap_resamples}; e.g. 1000",
+        )
+        _require(
+            0 < e.confidence < 1, f"evaluation.confidence must lie in (0, 1), got {e.confidence}; e.g. 0.95"
+        )
+        _require(e.min_group_size >= 1, f"evaluation.min_group_size must be >= 1, got {e.min_group_size}")
         _require(
             self.checkpoint.keep_last >= 1,
             f"checkpoint.keep_last must be >= 1, got {self.checkpoint.keep_last}; keep at least the newest",

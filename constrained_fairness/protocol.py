@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from .data import TabularData, load_adult, load_csv
 from .data.images import ImageData
 from .distributed import broadcast_object, init_from_environment, rank, world_size
 from .errors import CheckpointError, ConfigError
+from .group_report import BootstrapSettings, constraint_verdicts, evaluate_groups
 from .groups import GroupIndex, Grouping
 from .models import build_model
 from .precision import autocast_dtype, grad_scaler
@@ -420,6 +422,7 @@ class Experiment:
         _write_json_atomic(
             self.run_dir / "timing.json", {"wall_seconds": metrics["wall_seconds"], "resumed": resume}
         )
+        from .html_report import write_html_report
         from .report import write_report
 
         # history.jsonl was streamed during the run; rewrite it from the checkpointed
@@ -427,6 +430,7 @@ class Experiment:
         lines = "".join(json.dumps(record) + "\n" for record in self.history)
         _write_text_atomic(self.run_dir / "history.jsonl", lines)
         write_report(self.run_dir, metrics, self.history, self.group_names)
+        write_html_report(self.run_dir, metrics, cfg.to_dict())
         return metrics
 
     def _run_stages(self) -> dict[str, Any]:
@@ -504,12 +508,58 @@ class Experiment:
         evaluation = self.evaluator(model)
         out: dict[str, Any] = {s: evaluation[s].to_metrics(self.group_names) for s in SPLITS}
         out["epoch"] = epoch
+        e = self.cfg.evaluation
+        settings = BootstrapSettings(e.bootstrap_resamples, e.confidence, e.seed, e.min_group_size)
+        for s in SPLITS:
+            self._add_intervals(out[s], evaluation[s].outputs, s, settings)
         if self.report_constraints:
             out["constraints"] = {
                 name: {s: constraint_report(c, evaluation[s].outputs) for s in SPLITS}
                 for name, c in self.report_constraints
             }
+            for name, c in self.report_constraints:
+                for s in SPLITS:
+                    out[s]["verdicts"][name] = constraint_verdicts(c, evaluation[s].outputs, settings)
         return out
+
+    def _add_intervals(
+        self, entry: dict[str, Any], outputs: BatchOutputs, split: str, settings: BootstrapSettings
+    ) -> None:
+        """Per-group statistics with bootstrap intervals, the max-EAG interval and the EAG
+        verdicts of one split, into its ``metrics.json`` entry."""
+        rows, groups = self.grouping.memberships(outputs.attributes)
+        dense = self.evaluator.dense_outputs[split] if self.evaluator.dense_outputs else None
+        result = evaluate_groups(
+            outputs.logits.argmax(dim=1),
+            outputs.targets,
+            groups,
+            rows=rows,
+            num_groups=self.grouping.num_groups,
+            group_names=self.group_names,
+            losses=outputs.losses,
+            dense_predictions=None if dense is None else dense.logits.argmax(dim=1),
+            eag_tolerance=self.cfg.ceag.tolerance,
+            settings=settings,
+        )
+        for record in result.records():
+            if record["n"] == 0:
+                continue
+            group = entry["groups"][record["group"]]
+            for stat in result.statistics:
+                if stat in ("accuracy", "eag", "dense_accuracy"):
+                    group[f"{stat}_ci"] = [record[f"{stat}_ci_low"], record[f"{stat}_ci_high"]]
+                else:
+                    group[stat] = record[stat]
+                    group[f"{stat}_ci"] = [record[f"{stat}_ci_low"], record[f"{stat}_ci_high"]]
+        if result.max_eag is not None:
+            entry["max_eag_ci"] = [_finite_or_none(result.max_eag.low), _finite_or_none(result.max_eag.high)]
+        entry["aggregates"] = result.aggregates()
+        entry["verdicts"] = dict(result.verdicts)
+
+
+def _finite_or_none(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def constraint_report(constraint: GroupStatisticConstraint, outputs: BatchOutputs) -> dict[str, Any]:

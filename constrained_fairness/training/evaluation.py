@@ -96,6 +96,7 @@ class Evaluator:
         self.num_workers = num_workers
         self.autocast_dtype = autocast_dtype
         self.dense: dict[str, GroupStats] | None = None
+        self.dense_outputs: dict[str, BatchOutputs] | None = None
 
     @torch.no_grad()
     def outputs(self, model: torch.nn.Module) -> dict[str, BatchOutputs]:
@@ -130,6 +131,7 @@ class Evaluator:
         them); returns its outputs on every split."""
         outputs = self.outputs(model)
         self.dense = {name: self.group_stats(o) for name, o in outputs.items()}
+        self.dense_outputs = outputs
         return outputs
 
     def __call__(self, model: torch.nn.Module) -> dict[str, SplitEvaluation]:

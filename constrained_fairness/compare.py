@@ -1,0 +1,185 @@
+r"""``cfair compare``: one table and one set of curves across finished runs.
+
+Runs are named by their folders (a run folder holds ``metrics.json``), by glob patterns,
+or by a folder that contains runs (a sweep folder: searched up to three levels down).
+Every run must report the same groups; the table lists each (run, method) pair, and the
+curves aggregate the runs of each (method, sparsity) over seeds as mean ± sample std
+
+    x̄ = Σ x_i / n,   s = sqrt(Σ (x_i − x̄)² / (n − 1))   (0 for one seed),
+
+for the test max EAG and the test accuracy against the sparsity. The output folder gets
+``compare.md``, ``compare.html`` (self-contained) and the two plots.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .aggregate import mean_std
+from .errors import DataError
+from .html_report import CSS, _e, _figures, _table
+from .report import _new_figure, _save_figure, atomic_write_text, fmt
+
+
+def find_runs(paths: Sequence[str]) -> list[Path]:
+    """Run folders named by ``paths`` (folders, globs, or folders of runs), deduplicated, sorted."""
+    found: list[Path] = []
+    for spec in paths:
+        matches = [Path(p) for p in sorted(glob.glob(spec))] or [Path(spec)]
+        for path in matches:
+            if (path / "metrics.json").is_file():
+                found.append(path)
+                continue
+            if not path.exists():
+                raise DataError(f"{path} does not exist; pass run folders, a glob, or a sweep folder")
+            inner = sorted(
+                {p.parent for depth in ("*", "*/*", "*/*/*") for p in path.glob(f"{depth}/metrics.json")}
+            )
+            if not inner:
+                raise DataError(
+                    f"{path} has no metrics.json (not a finished run) and holds no finished runs; "
+                    "pass run folders, a glob, or a sweep folder"
+                )
+            found += inner
+    return sorted(set(found))
+
+
+def load_run(path: Path) -> dict[str, Any]:
+    try:
+        metrics = json.loads((path / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(
+            f"cannot read {path / 'metrics.json'} ({type(exc).__name__}); re-run or remove that run"
+        ) from None
+    if (
+        not isinstance(metrics, dict)
+        or not isinstance(metrics.get("methods"), dict)
+        or "groups" not in metrics
+    ):
+        raise DataError(
+            f"{path / 'metrics.json'} is not a cfair metrics file (no methods/groups); remove that run"
+        )
+    config: dict[str, Any] = {}
+    if (path / "config.yaml").is_file():
+        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    return {"path": path, "metrics": metrics, "config": config}
+
+
+def load_runs(paths: Sequence[str]) -> list[dict[str, Any]]:
+    runs = [load_run(p) for p in find_runs(paths)]
+    first = runs[0]
+    for run in runs[1:]:
+        if run["metrics"]["groups"] != first["metrics"]["groups"]:
+            ours, theirs = run["metrics"]["groups"][:3], first["metrics"]["groups"][:3]
+            raise DataError(
+                f"runs have incompatible metrics: {run['path']} reports groups {ours}... but "
+                f"{first['path']} reports {theirs}...; compare runs of one dataset and grouping"
+            )
+    return runs
+
+
+def table_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for run in runs:
+        m = run["metrics"]
+        for method, entry in m["methods"].items():
+            verdicts = (entry.get("test", {}).get("verdicts") or {}).get("eag", {}).get("counts", {})
+            rows.append(
+                {
+                    "run": run["path"].name,
+                    "seed": run["config"].get("seed"),
+                    "sparsity": m.get("sparsity"),
+                    "tolerance": m.get("tolerance"),
+                    "method": method,
+                    "train_accuracy": entry.get("train", {}).get("accuracy"),
+                    "train_max_eag": entry.get("train", {}).get("max_eag"),
+                    "test_accuracy": entry.get("test", {}).get("accuracy"),
+                    "test_max_eag": entry.get("test", {}).get("max_eag"),
+                    "test_violated_groups": verdicts.get("violated"),
+                }
+            )
+    return rows
+
+
+def curves(rows: Sequence[dict[str, Any]], key: str) -> dict[str, list[tuple[float, float, float, int]]]:
+    """``{method: [(sparsity, mean, std, seeds), ...]}`` of ``key`` over the runs."""
+    cells: dict[tuple[str, float], list[float]] = {}
+    for row in rows:
+        if row[key] is not None and row["sparsity"] is not None:
+            cells.setdefault((row["method"], float(row["sparsity"])), []).append(float(row[key]))
+    out: dict[str, list[tuple[float, float, float, int]]] = {}
+    for (method, sparsity), values in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        out.setdefault(method, []).append((sparsity, *mean_std(values), len(values)))
+    return out
+
+
+def plot_curves(
+    rows: Sequence[dict[str, Any]], key: str, label: str, path: Path, tolerance: float | None
+) -> Path:
+    fig = _new_figure(6.5, 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    for i, (method, points) in enumerate(curves(rows, key).items()):
+        xs, means, stds, _ = zip(*points, strict=True)
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=f"C{i % 10}", label=method)
+    if tolerance is not None and key.endswith("max_eag"):
+        ax.axhline(tolerance, color="k", linestyle="--", linewidth=1, label="ε")
+    ax.set_xlabel("sparsity")
+    ax.set_ylabel(label + " (mean ± std over seeds)")
+    ax.set_title(f"sparsity vs {label}")
+    ax.legend(fontsize="small")
+    return _save_figure(fig, path)
+
+
+COLUMNS = (
+    ("run", "run"),
+    ("seed", "seed"),
+    ("sparsity", "sparsity"),
+    ("method", "method"),
+    ("train_accuracy", "train acc"),
+    ("train_max_eag", "train max EAG"),
+    ("test_accuracy", "test acc"),
+    ("test_max_eag", "test max EAG"),
+    ("test_violated_groups", "test violated groups"),
+)
+
+
+def _cell(value: Any) -> str:
+    return fmt(value) if isinstance(value, float) else ("–" if value is None else str(value))
+
+
+def write_comparison(paths: Sequence[str], output: str | Path) -> Path:
+    """Compare the runs named by ``paths``; write the files into ``output``; return compare.md."""
+    runs = load_runs(paths)
+    rows = table_rows(runs)
+    output = Path(output)
+    plots = output / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    tolerance = runs[0]["metrics"].get("tolerance")
+    plot_curves(rows, "test_max_eag", "test max EAG", plots / "sparsity_vs_max_eag.png", tolerance)
+    plot_curves(rows, "test_accuracy", "test accuracy", plots / "sparsity_vs_accuracy.png", tolerance)
+    header = [title for _, title in COLUMNS]
+    lines = ["# Comparison of runs", "", f"{len(runs)} runs: " + ", ".join(str(r["path"]) for r in runs), ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(row[key]) for key, _ in COLUMNS) + " |" for row in rows]
+    lines += [
+        "",
+        "![sparsity vs max EAG](plots/sparsity_vs_max_eag.png)",
+        "",
+        "![sparsity vs accuracy](plots/sparsity_vs_accuracy.png)",
+        "",
+    ]
+    report = atomic_write_text(output / "compare.md", "\n".join(lines))
+    html_rows = [[_e(_cell(row[key])) for key, _ in COLUMNS] for row in rows]
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>cfair compare</title>'
+        f"<style>{CSS}</style></head><body><h1>Comparison of {len(runs)} runs</h1>"
+        f"{_table('Runs and methods', header, html_rows)}<h2>Curves</h2>{_figures(plots)}</body></html>\n"
+    )
+    atomic_write_text(output / "compare.html", page)
+    return report

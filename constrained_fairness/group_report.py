@@ -1,0 +1,304 @@
+r"""Per-group evaluation with bootstrap confidence intervals, aggregates and verdicts.
+
+For predictions ``ŷ_i``, targets ``y_i``, per-sample losses ``ℓ_i`` and groups ``g_i``, per
+group ``g`` (a vocabulary close to fairlearn's ``MetricFrame``):
+
+* ``n``; ``accuracy`` = mean 1[ŷ = y]; ``loss`` = mean ℓ; ``positive_rate`` = mean 1[ŷ = c];
+  ``tpr`` = mean 1[ŷ = c] over y = c; ``fpr`` = mean 1[ŷ = c] over y ≠ c (c the positive class);
+* with a dense reference ``ŷ^d``: ``eag[g] = (acc^d[g] − acc[g]) − (acc^d − acc)``, the
+  excess accuracy gap of CEAG (paired: both models are resampled with the same rows).
+
+Every statistic gets a percentile bootstrap interval (:mod:`constrained_fairness.bootstrap`),
+and so does ``max_g eag[g]``. Aggregates over the groups present: ``group_min``,
+``group_max``, ``difference`` = max − min and ``ratio`` = min / max.
+
+**Verdicts.** For a tolerance ε and a per-group statistic ``s[g]`` that the constraint
+bounds by ε (``eag[g]``, or a constraint's ``max_row violation + ε``), each group with at
+least ``min_group_size`` rows is *satisfied* if its upper bound is ≤ ε, *violated* if its
+lower bound is > ε, and *uncertain* otherwise; smaller groups are listed as *too small*.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .bootstrap import (
+    check_resamples,
+    group_design,
+    percentile_interval,
+    resample_weights,
+    weighted_group_means,
+)
+from .constraints.base import BatchOutputs
+from .constraints.statistic import GroupStatisticConstraint
+from .errors import DataError
+
+VERDICTS = ("satisfied", "violated", "uncertain", "too_small")
+
+
+@dataclass
+class BootstrapSettings:
+    """Resamples, confidence level, seed, and the smallest group that gets a verdict."""
+
+    resamples: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    min_group_size: int = 30
+
+    def __post_init__(self) -> None:
+        check_resamples(self.resamples, self.confidence)
+
+
+@dataclass
+class Estimate:
+    """Point estimates ``(G,)`` (or a scalar) with their interval bounds."""
+
+    value: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+
+
+@dataclass
+class GroupEvaluation:
+    """Per-group statistics with intervals; see the module docstring."""
+
+    group_names: list[str]
+    counts: torch.Tensor
+    statistics: dict[str, Estimate]
+    max_eag: Estimate | None
+    settings: BootstrapSettings
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def records(self) -> list[dict[str, Any]]:
+        """A tidy table: one record per group with each statistic and its interval."""
+        out = []
+        for g, name in enumerate(self.group_names):
+            record: dict[str, Any] = {"group": name, "n": int(self.counts[g])}
+            for stat, est in self.statistics.items():
+                record[stat] = _num(est.value[g])
+                record[f"{stat}_ci_low"] = _num(est.low[g])
+                record[f"{stat}_ci_high"] = _num(est.high[g])
+            out.append(record)
+        return out
+
+    def aggregates(self) -> dict[str, dict[str, float | None]]:
+        """``group_min``, ``group_max``, ``difference`` and ``ratio`` of each statistic."""
+        out = {}
+        for stat, est in self.statistics.items():
+            present = est.value[~torch.isnan(est.value)]
+            if present.numel() == 0:
+                out[stat] = dict.fromkeys(("group_min", "group_max", "difference", "ratio"))
+                continue
+            low, high = float(present.min()), float(present.max())
+            out[stat] = {
+                "group_min": low,
+                "group_max": high,
+                "difference": high - low,
+                "ratio": low / high if high != 0 else None,
+            }
+        return out
+
+    def to_pandas(self) -> Any:
+        """The records as a pandas DataFrame (pandas is optional)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_pandas needs pandas: pip install pandas (or use records())") from None
+        return pd.DataFrame(self.records())
+
+
+def _num(x: torch.Tensor | float) -> float | None:
+    value = float(x)
+    return value if math.isfinite(value) else None
+
+
+def classify(
+    value: torch.Tensor,
+    low: torch.Tensor,
+    high: torch.Tensor,
+    counts: torch.Tensor,
+    tolerance: float,
+    names: Sequence[str],
+    min_group_size: int,
+) -> dict[str, Any]:
+    """The verdict of each group for ``s[g] ≤ tolerance`` (see the module docstring)."""
+    groups: dict[str, list[str]] = {v: [] for v in VERDICTS}
+    for g, name in enumerate(names):  # a loop over the reported groups, after the tensor work
+        if counts[g] == 0 or math.isnan(float(value[g])):
+            continue
+        if counts[g] < min_group_size or math.isnan(float(low[g])):
+            groups["too_small"].append(name)
+        elif float(high[g]) <= tolerance:
+            groups["satisfied"].append(name)
+        elif float(low[g]) > tolerance:
+            groups["violated"].append(name)
+        else:
+            groups["uncertain"].append(name)
+    return {
+        "tolerance": tolerance,
+        "counts": {v: len(groups[v]) for v in VERDICTS},
+        "groups": groups,
+        "min_group_size": min_group_size,
+    }
+
+
+def evaluate_groups(
+    predictions: torch.Tensor,
+    targets: torch.Tensor,
+    groups: torch.Tensor,
+    *,
+    num_groups: int | None = None,
+    group_names: Sequence[str] | None = None,
+    losses: torch.Tensor | None = None,
+    dense_predictions: torch.Tensor | None = None,
+    positive_class: int = 1,
+    eag_tolerance: float | None = None,
+    rows: torch.Tensor | None = None,
+    settings: BootstrapSettings | None = None,
+) -> GroupEvaluation:
+    """Per-group statistics of predicted labels ``predictions`` (``(n,)``) against ``targets``.
+
+    ``groups`` are ``(n,)`` ids, or with ``rows`` the memberships ``rows[m] ∈ groups[m]``
+    (marginal groups: a row in several groups). ``losses`` adds the per-group loss,
+    ``dense_predictions`` the EAG (and its verdicts at ``eag_tolerance``)."""
+    settings = settings or BootstrapSettings()
+    predictions, targets = predictions.reshape(-1).long(), targets.reshape(-1).long()
+    n = predictions.numel()
+    if n == 0 or targets.numel() != n:
+        raise DataError(f"predictions ({n} rows) and targets ({targets.numel()}) must be non-empty and match")
+    rows = torch.arange(n) if rows is None else rows.long()
+    groups = groups.reshape(-1).long()
+    if groups.numel() != rows.numel():
+        raise DataError("groups must have one entry per row (or per membership, with rows)")
+    num_groups = int(num_groups if num_groups is not None else int(groups.max()) + 1)
+    names = list(group_names) if group_names is not None else [str(g) for g in range(num_groups)]
+    correct = (predictions == targets).double()
+    positive = (predictions == positive_class).double()
+    is_pos = targets == positive_class
+    per_row: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {
+        "accuracy": (correct, None),
+        "positive_rate": (positive, None),
+        "tpr": (positive, is_pos),
+        "fpr": (positive, ~is_pos),
+    }
+    if losses is not None:
+        per_row["loss"] = (losses.reshape(-1).double(), None)
+    dense_correct = None
+    if dense_predictions is not None:
+        dense_correct = (dense_predictions.reshape(-1).long() == targets).double()
+        per_row["dense_accuracy"] = (dense_correct, None)
+
+    stats = list(per_row)
+    ones = torch.ones(rows.numel())
+    numerators = torch.cat(
+        [
+            group_design(v[rows], rows, groups, n, num_groups, None if m is None else m[rows])
+            for v, m in per_row.values()
+        ],
+        dim=1,
+    )
+    denominators = torch.cat(
+        [
+            group_design(ones, rows, groups, n, num_groups, None if m is None else m[rows])
+            for _, m in per_row.values()
+        ],
+        dim=1,
+    )
+    overall_design = torch.stack(
+        [correct, dense_correct if dense_correct is not None else correct], dim=1
+    ).float()
+
+    def means(weights: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All statistics under ``weights`` (``(R, n)``): ``(R, G)`` each, plus the EAG."""
+        table = weighted_group_means(weights, numerators, denominators).reshape(len(weights), len(stats), -1)
+        out = {stat: table[:, k] for k, stat in enumerate(stats)}
+        if dense_correct is not None:
+            overall = (weights @ overall_design).double() / weights.sum(dim=1, keepdim=True).double()
+            out["eag"] = (out["dense_accuracy"] - out["accuracy"]) - (overall[:, 1:] - overall[:, :1])
+        return out
+
+    point = {k: v[0] for k, v in means(torch.ones(1, n)).items()}
+    samples: dict[str, list[torch.Tensor]] = {k: [] for k in point}
+    for weights in resample_weights(n, settings.resamples, settings.seed):
+        for k, v in means(weights).items():
+            samples[k].append(v)
+    statistics = {}
+    for k, v in point.items():
+        low, high = percentile_interval(torch.cat(samples[k]), settings.confidence)
+        statistics[k] = Estimate(v, low, high)
+    counts = torch.bincount(groups, minlength=num_groups)
+    result = GroupEvaluation(names, counts, statistics, None, settings)
+    if "eag" in statistics:
+        # over every group present, like the reported max EAG; a percentile interval of a maximum
+        # may exclude the point estimate (the max of noisy estimates is biased upwards)
+        eag_samples = torch.cat(samples["eag"])
+        max_samples = torch.where(~torch.isnan(eag_samples), eag_samples, -math.inf).amax(dim=1)
+        max_samples = torch.where(torch.isinf(max_samples), math.nan, max_samples)
+        low, high = percentile_interval(max_samples.unsqueeze(1), settings.confidence)
+        present = statistics["eag"].value[~torch.isnan(statistics["eag"].value)]
+        value = present.max() if present.numel() else torch.tensor(math.nan)
+        result.max_eag = Estimate(value, low[0], high[0])
+        if eag_tolerance is not None:
+            est = statistics["eag"]
+            result.verdicts["eag"] = classify(
+                est.value, est.low, est.high, counts, eag_tolerance, names, settings.min_group_size
+            )
+    return result
+
+
+def constraint_verdicts(
+    constraint: GroupStatisticConstraint, outputs: BatchOutputs, settings: BootstrapSettings
+) -> dict[str, Any]:
+    """Verdicts of a per-group statistic constraint on a whole split.
+
+    The group statistic is ``max over the group's rows of (violation + ε)`` (for the default
+    form, ``|s[g] − s̄|``), resampled by rows of ``outputs``."""
+    stat = constraint.sample_statistic(outputs)
+    rows, groups = constraint.memberships(outputs, stat)
+    values = stat.strict.detach().double()  # the memberships already exclude masked-out rows
+    num_groups, partition, tol = constraint.num_groups, constraint.partition.cpu(), constraint.tolerance
+    n = outputs.targets.numel()
+
+    value_design = group_design(values[rows], rows, groups, n, num_groups)
+    count_design = group_design(torch.ones(rows.numel()), rows, groups, n, num_groups)
+
+    def group_statistic(weights: torch.Tensor) -> torch.Tensor:
+        w = weights
+        sums, counts = (w @ value_design).double(), (w @ count_design).double()
+        part_sums = torch.zeros(w.shape[0], constraint.num_partitions, dtype=torch.float64)
+        part_sums.index_add_(1, partition, sums)
+        part_counts = torch.zeros_like(part_sums).index_add_(1, partition, counts)
+        overall = (part_sums / part_counts)[:, partition]
+        means = sums / counts
+        out = torch.full_like(means, math.nan)
+        for r in range(w.shape[0]):  # the constraint's own violation formula, per resample
+            ids = torch.nonzero(counts[r] > 0).flatten()
+            if ids.numel():
+                v = constraint.strict_violations(means[r, ids], overall[r, ids], ids)
+                out[r, ids] = v.double().amax(dim=0) + tol
+        return out
+
+    point = group_statistic(torch.ones(1, n))[0]
+    draws = torch.cat(list(map(group_statistic, resample_weights(n, settings.resamples, settings.seed))))
+    low, high = percentile_interval(draws, settings.confidence)
+    counts = torch.bincount(groups, minlength=num_groups)
+    names = _refined_names(constraint)
+    verdict = classify(point, low, high, counts, tol, names, settings.min_group_size)
+    verdict["statistic"] = {
+        name: {"value": _num(point[g]), "ci": [_num(low[g]), _num(high[g])], "n": int(counts[g])}
+        for g, name in enumerate(names)
+        if counts[g] > 0
+    }
+    return verdict
+
+
+def _refined_names(constraint: GroupStatisticConstraint) -> list[str]:
+    base = constraint.grouping.names
+    if constraint.num_labels == 1:
+        return list(base)
+    return [f"{name} | {label}" for name in base for label in constraint.label_names]
