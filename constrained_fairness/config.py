@@ -23,7 +23,7 @@ from .errors import ConfigError
 
 FLOAT32_MAX = 3.4028234663852886e38  # learning rates beyond it overflow inside the optimizers
 
-METHODS = ("nft", "nft_es", "el", "el_rb", "ceag", "constrained")
+METHODS = ("nft", "nft_es", "el", "el_rb", "ceag", "constrained", "reweighting", "thresholds")
 DATASETS = ("adult", "csv", "utkface", "fairface", "cifar100")
 DEFAULT_METHODS = ("nft", "nft_es", "el", "ceag")
 RATE_TYPES = ("demographic_parity", "equal_opportunity", "equalized_odds")
@@ -162,6 +162,13 @@ class LoggingConfig:
 
 
 @dataclass
+class ThresholdsConfig:
+    """The post-processing baseline ``thresholds`` (binary targets; needs groups at inference)."""
+
+    rule: str = "demographic_parity"  # demographic_parity | equal_opportunity
+
+
+@dataclass
 class EvaluationConfig:
     """Bootstrap intervals and verdicts of the final evaluation (see group_report.py)."""
 
@@ -210,6 +217,7 @@ class ExperimentConfig:
     el: ELConfig = field(default_factory=ELConfig)
     constraints: list[ConstraintConfig] = field(default_factory=list)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     guards: GuardsConfig = field(default_factory=GuardsConfig)
@@ -233,6 +241,10 @@ class ExperimentConfig:
         _require(
             self.ceag.overall_estimate in ("weighted", "unweighted"),
             f"ceag.overall_estimate must be weighted or unweighted, got {self.ceag.overall_estimate!r}",
+        )
+        _require(
+            self.thresholds.rule in ("demographic_parity", "equal_opportunity"),
+            f"thresholds.rule must be demographic_parity or equal_opportunity, got {self.thresholds.rule!r}",
         )
         e = self.evaluation
         _require(

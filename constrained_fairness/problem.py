@@ -8,7 +8,7 @@ Cooper forms the Lagrangian ``L(θ) + Σ_i λ_i c̃_i(θ)`` for the primal step 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cooper
 import torch
@@ -37,6 +37,8 @@ class FairnessProblem(cooper.ConstrainedMinimizationProblem):
         super().__init__()
         self.autocast_dtype: torch.dtype | None = None  # bf16 autocast of the forward pass
         self.channels_last = False  # NHWC memory format for image inputs
+        # per-sample loss weights from (targets, attributes), e.g. the reweighting baseline
+        self.sample_weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
         names = list(names) if names is not None else [f"constraint_{i}" for i in range(len(constraints))]
         for name, constraint in zip(names, constraints, strict=True):
             self._register_constraint(name, constraint)
@@ -61,7 +63,8 @@ class FairnessProblem(cooper.ConstrainedMinimizationProblem):
             state = constraint.compute(batch)
             if state is not None:
                 observed[constraint] = state
-        loss = losses.mean()
+        weights = None if self.sample_weights is None else self.sample_weights(targets, attributes)
+        loss = losses.mean() if weights is None else (losses * weights).mean()
         self._check_finite(loss, observed)
         return cooper.CMPState(loss=loss, observed_constraints=observed, misc={"batch": batch})
 

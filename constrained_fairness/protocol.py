@@ -25,6 +25,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from typing import Any
 import torch
 import yaml
 
+from .baselines import apply_thresholds, fit_thresholds, kamiran_calders_weights
 from .config import RESUME_NEUTRAL_KEYS, ExperimentConfig, config_hash, dump_config, flatten_config
 from .constraints import (
     DenseReference,
@@ -54,7 +56,7 @@ from .problem import FairnessProblem
 from .sparsity import MagnitudePruner, cubic_sparsity
 from .training.batches import LoaderBatches, TensorBatches
 from .training.checkpoint import Checkpointer, load_model_weights
-from .training.evaluation import Evaluator
+from .training.evaluation import Evaluator, SplitEvaluation
 from .training.loggers import RunLogger
 from .training.optimizers import build_cooper_optimizer
 from .training.trainer import Trainer
@@ -468,10 +470,11 @@ class Experiment:
         shared_state = shared.state_dict()
         total = cfg.pruning.epochs + cfg.finetune.epochs
 
+        needs_nft = {"nft_es", "thresholds"} & set(cfg.methods)
         trained = [
             m
-            for m in ("nft", "el", "el_rb", "ceag", "constrained")
-            if m in cfg.methods or (m == "nft" and "nft_es" in cfg.methods)
+            for m in ("nft", "reweighting", "el", "el_rb", "ceag", "constrained")
+            if m in cfg.methods or (m == "nft" and needs_nft)
         ]
         methods: dict[str, Any] = {}
         achieved: dict[str, Any] = {}
@@ -479,6 +482,8 @@ class Experiment:
             model = self._new_model()
             constraints, names, duals = self.method_constraints(method, reference)
             trainer = self.sparse_trainer(method, model, constraints, names, duals)
+            if method == "reweighting":
+                trainer.problem.sample_weights = self._reweighting()
             if not self._resume_into(trainer, method):
                 trainer.load_state_dict(shared_state, primal_only=True)
             trainer.run(total, self._save_to(method))
@@ -492,6 +497,8 @@ class Experiment:
                 best = copy.deepcopy(model)
                 best.load_state_dict(trainer.best["model"])
                 methods["nft_es"] = self._method_metrics(best, int(trainer.best["epoch"]))
+            if method == "nft" and "thresholds" in cfg.methods:
+                methods["thresholds"] = self._thresholds_metrics(model, trainer.epoch - 1)
             achieved = _achieved_sparsity(trainer.pruner)
 
         ordered = {m: methods[m] for m in cfg.methods if m in methods}
@@ -504,8 +511,65 @@ class Experiment:
             "methods": ordered,
         }
 
-    def _method_metrics(self, model: torch.nn.Module, epoch: int) -> dict[str, Any]:
+    def _reweighting(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Kamiran–Calders loss weights ``w(g, y)`` from the training split, as a lookup."""
+        train = self.context.dense_train
+        rows, groups = self.grouping.memberships(train.attributes)
+        if rows.numel() != train.targets.numel():
+            raise ConfigError("method reweighting needs intersectional groups (one group per sample)")
+        table = kamiran_calders_weights(
+            groups, train.targets, self.grouping.num_groups, self.context.num_classes
+        )
+        table = table.to(self.device)
+
+        def weights(targets: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+            return table[self.grouping.memberships(attributes)[1], targets]
+
+        return weights
+
+    def _thresholds_metrics(self, model: torch.nn.Module, epoch: int) -> dict[str, Any]:
+        """The NFT model post-processed with group thresholds fit on its validation scores."""
+        if self.context.num_classes != 2:
+            raise ConfigError(
+                f"method thresholds needs a binary target; the data has {self.context.num_classes} classes"
+            )
         evaluation = self.evaluator(model)
+        val = evaluation["val"].outputs
+        groups = self.grouping.memberships(val.attributes)[1]
+        thresholds = fit_thresholds(
+            val.logits.softmax(dim=1)[:, 1],
+            groups,
+            self.grouping.num_groups,
+            self.cfg.thresholds.rule,
+            val.targets,
+        )
+        post = {}
+        for split, e in evaluation.items():
+            o = e.outputs
+            predicted = apply_thresholds(
+                o.logits.softmax(dim=1)[:, 1], self.grouping.memberships(o.attributes)[1], thresholds
+            )
+            # hard decisions as logits (the loss stays the base model's: thresholds change no score)
+            logits = torch.nn.functional.one_hot(predicted, 2).float() * 20.0 - 10.0
+            post[split] = BatchOutputs(logits, o.targets, o.attributes, o.losses)
+        out = self._method_metrics(model, epoch, outputs=post)
+        out["thresholds"] = {
+            name: float(t) for name, t in zip(self.group_names, thresholds.tolist(), strict=True)
+        }
+        out["thresholds_rule"] = self.cfg.thresholds.rule
+        return out
+
+    def _method_metrics(
+        self, model: torch.nn.Module, epoch: int, outputs: dict[str, BatchOutputs] | None = None
+    ) -> dict[str, Any]:
+        """Final metrics of a model (or of given per-split ``outputs``, e.g. post-processed)."""
+        if outputs is None:
+            evaluation = self.evaluator(model)
+        else:
+            dense = self.evaluator.dense or {}
+            evaluation = {
+                s: SplitEvaluation(self.evaluator.group_stats(o), o, dense.get(s)) for s, o in outputs.items()
+            }
         out: dict[str, Any] = {s: evaluation[s].to_metrics(self.group_names) for s in SPLITS}
         out["epoch"] = epoch
         e = self.cfg.evaluation

@@ -253,6 +253,38 @@ def _epoch_line(metrics: Mapping) -> str | None:
     return ("Fine-tuning epoch of the reported numbers: " + ", ".join(parts)) if parts else None
 
 
+def format_verdict_table(metrics: Mapping) -> str:
+    """Counts of satisfied / violated / uncertain / too small groups per method, split and
+    constraint, with the violated groups named ("" when the run has no verdicts)."""
+    rows = []
+    for method, entry in _methods(metrics).items():
+        for split in SPLITS:
+            for name, verdict in (_split(entry, split).get("verdicts") or {}).items():
+                counts, groups = verdict.get("counts", {}), verdict.get("groups", {})
+                rows.append(
+                    [
+                        _md_escape(method),
+                        split,
+                        _md_escape(name),
+                        *[str(counts.get(k, 0)) for k in ("satisfied", "violated", "uncertain", "too_small")],
+                        _md_escape(", ".join(groups.get("violated", [])) or "–"),
+                    ]
+                )
+    if not rows:
+        return ""
+    header = [
+        "method",
+        "split",
+        "constraint",
+        "satisfied",
+        "violated",
+        "uncertain",
+        "too small",
+        "violated groups",
+    ]
+    return _md_table(header, rows, ["l", "l", "l", "r", "r", "r", "r", "l"])
+
+
 def format_report(metrics: Mapping, group_names: Sequence[str]) -> str:
     """The full ``report.md`` text (tables plus links to the plots under ``plots/``)."""
     lines = ["# Sparse model fairness report", "", _config_line(metrics), ""]
@@ -290,6 +322,18 @@ def format_report(metrics: Mapping, group_names: Sequence[str]) -> str:
         "![Multipliers](plots/multipliers.png)",
         "",
     ]
+    verdicts = format_verdict_table(metrics)
+    if verdicts:
+        lines += [
+            "## Generalization verdicts",
+            "",
+            "Per group, with bootstrap intervals of the constrained statistic: satisfied when the "
+            "interval's upper bound is ≤ ε, violated when its lower bound is > ε, uncertain otherwise; "
+            "groups below `evaluation.min_group_size` get no verdict. See report.html for the groups.",
+            "",
+            verdicts,
+            "",
+        ]
     for name in constraint_names(metrics):
         lines += [
             f"## Constraint `{name}`",

@@ -76,6 +76,8 @@ def test_metrics_hold_intervals_aggregates_and_verdicts(sweep):
     verdict = test["verdicts"]["eag"]
     assert sum(verdict["counts"].values()) == sum(1 for g in test["groups"].values() if g["n"])
     assert verdict["tolerance"] == metrics["tolerance"]
+    report = (sweep / "s0-p0.9" / "report.md").read_text()
+    assert "## Generalization verdicts" in report and "| ceag | test | eag |" in report
 
 
 def test_html_report_is_one_offline_file_with_every_plot(sweep):
