@@ -106,9 +106,20 @@ def breakdown(b: int, reps: int) -> dict[str, float]:
     def floor() -> None:
         _Identity.apply(scores.clone().requires_grad_(True)).backward(upstream)
 
+    solved = P._solve(y, C, EPS, BOUNDS)
+
+    def without_solve() -> None:  # everything else: checks, rows, conversions, autograd, backward
+        original = P._solve
+        P._solve = lambda *args: solved
+        try:
+            ours(scores, attributes, upstream)
+        finally:
+            P._solve = original
+
     parts = {
         "autograd floor": floor,
         "dual solve": lambda: P._solve(y, C, EPS, BOUNDS),
+        "all but the solve": without_solve,
         "total": lambda: ours(scores, attributes, upstream),
     }
     out = {
