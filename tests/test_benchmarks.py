@@ -25,3 +25,42 @@ def test_projection_speed_benchmark_runs(capsys):
     assert result[64]["ours_ms"] > 0 and result["breakdown"]["dual solve"] > 0
     out = capsys.readouterr().out
     assert "P3 projection forward+backward" in out and "breakdown of ours at b=64" in out
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_step_overhead_benchmark_runs(capsys):
+    result = _load("step_overhead").main(["--quick"])
+    for name in ("mlp", "mobilenet_v2"):
+        assert result[name]["nft_ms"] > 0 and result[name]["ceag_ms"] > 0 and result[name]["ratio"] > 0
+    out = capsys.readouterr().out
+    assert "P1 CEAG ÷ NFT fine-tuning step time" in out
+    assert "NFT ms/step" in out and "CEAG ms/step" in out and "mobilenet_v2" in out
+
+
+def test_step_overhead_profile_runs(capsys):
+    result = _load("step_overhead").main(["--quick", "--models", "mlp", "--profile", "--profile-steps", "3"])
+    assert result["mlp"]["ceag_ms"] > 0 and result["mlp"]["profile"]
+    assert "profile of mlp" in capsys.readouterr().out
+
+
+def test_demo_walltime_benchmark_runs(capsys):
+    result = _load("demo_walltime").main(["--quick"])
+    assert result["wall_s"] > 0 and result["inner_s"] > 0 and result["target_s"] == 180.0
+    out = capsys.readouterr().out
+    assert "P4 default experiment wall time" in out and "median wall" in out
+
+
+def test_replay_buffer_benchmark_runs(capsys):
+    result = _load("replay_buffer").main(["--quick", "--profile"])
+    assert (
+        result["ours_ms"] > 0 and result["deque_ms"] > 0 and result["speedup"] > 0 and result["checked"] > 0
+    )
+    out = capsys.readouterr().out
+    assert "P5 replay buffer push + query" in out and "ReplayBuffer (library)" in out
+    assert "profile of ReplayBuffer" in out

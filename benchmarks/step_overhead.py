@@ -1,0 +1,327 @@
+"""P1: CEAG fine-tuning step time ÷ NFT step time (same model, batch, data and primal optimizer).
+
+A step is timed the way the trainer runs it: ``optimizer.roll(...)``, then
+``pruner.apply()`` (both sides fine-tune the same 95 %-sparse GMP masks), then the loss
+read back for the epoch mean. NFT is the :class:`FairnessProblem` with no constraint
+(Cooper's ``UnconstrainedOptimizer``); CEAG is :class:`ExcessAccuracyGap` with a k = 40
+replay buffer and SGD duals (Cooper's ``AlternatingDualPrimalOptimizer``); its buffers are
+pre-filled, so every timed step updates every dual, as in the steady state of fine-tuning.
+Both use SGD, LR 0.01, momentum 0.9, weight decay 1e-4, start from the same weights and see
+the same batches. Blocks of NFT and CEAG steps alternate (ABBA order) over the repetitions;
+the median per-step time of each side is reported, and the median of the per-repetition
+CEAG/NFT ratios (robust to the machine's speed drifting between repetitions). Targets:
+
+* the default experiment's Adult MLP 107-128-64-2, batch 256, race x sex (10 groups): ≤ 1.10;
+* torchvision MobileNetV2 on random 64x64 images, batch 128, 8 groups: ≤ 1.03.
+
+    python benchmarks/step_overhead.py                # full setting (1-2 minutes on 2 cores)
+    python benchmarks/step_overhead.py --profile      # + where CEAG's extra time goes
+    python benchmarks/step_overhead.py --quick        # smallest setting (smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import cProfile
+import pstats
+import statistics
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+from constrained_fairness.config import DualConfig
+from constrained_fairness.constraints import DenseReference, ExcessAccuracyGap
+from constrained_fairness.groups import GroupIndex, Grouping
+from constrained_fairness.metrics import GroupStats
+from constrained_fairness.models import build_model
+from constrained_fairness.problem import FairnessProblem
+from constrained_fairness.sparsity import MagnitudePruner
+from constrained_fairness.training.optimizers import build_cooper_optimizer
+
+SPARSITY, BUFFER, TOLERANCE = 0.95, 40, 0.01
+# Adult's race x sex shares of the training rows (race codes in sorted order), for --data synthetic
+ADULT_RACE = (0.0096, 0.0319, 0.0959, 0.0083, 0.8543)
+ADULT_SEX = (0.331, 0.669)
+
+
+class Setting(NamedTuple):
+    """One row of the table."""
+
+    label: str
+    model: str  # "mlp" or "mobilenet_v2"
+    batch: int
+    target: float
+    steps: int  # per timed block
+    repetitions: int
+    resolution: int = 0  # image side (mobilenet_v2)
+    groups: int = 0  # number of groups (mobilenet_v2; the MLP uses race x sex)
+    width: float = 1.0
+    data: str = "adult"  # MLP data: the bundled Adult training split, or random with its shapes
+
+
+def settings(quick: bool, groups: int) -> dict[str, Setting]:
+    if quick:
+        return {
+            "mlp": Setting("mlp 107-128-64-2", "mlp", 256, 1.10, 5, 3, data="synthetic"),
+            "mobilenet_v2": Setting(
+                "mobilenet_v2 w0.25 32x32", "mobilenet_v2", 8, 1.03, 2, 2, 32, groups, width=0.25
+            ),
+        }
+    return {
+        "mlp": Setting("mlp 107-128-64-2 (Adult)", "mlp", 256, 1.10, 50, 21),
+        # one step per block: the VM's speed drifts by 10-30 % over a minute, so many short,
+        # adjacent NFT/CEAG pairs estimate the ratio best
+        "mobilenet_v2": Setting("mobilenet_v2 64x64", "mobilenet_v2", 128, 1.03, 1, 31, 64, groups),
+    }
+
+
+def tabular_data(s: Setting, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Grouping]:
+    """Features, targets, (N, 2) race/sex codes and the intersectional grouping of Adult."""
+    if s.data == "adult":
+        from constrained_fairness.data import load_adult
+
+        data = load_adult(("race", "sex"), 0.2, seed)
+        index = GroupIndex.from_lists(data.attribute_names, data.attribute_values)
+        split = data.train
+        return split.features, split.targets, split.attributes, Grouping.create(index, None)
+    gen = torch.Generator().manual_seed(seed)
+    n = 40 * s.batch
+    x = torch.randn(n, 107, generator=gen)
+    y = (x[:, 0] + 0.5 * torch.randn(n, generator=gen) > 0.5).long()
+    race = torch.multinomial(torch.tensor(ADULT_RACE), n, replacement=True, generator=gen)
+    sex = torch.multinomial(torch.tensor(ADULT_SEX), n, replacement=True, generator=gen)
+    index = GroupIndex.from_lists(["race", "sex"], [[str(i) for i in range(5)], ["F", "M"]])
+    return x, y, torch.stack([race, sex], 1), Grouping.create(index, None)
+
+
+def image_data(s: Setting, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Grouping]:
+    gen = torch.Generator().manual_seed(seed)
+    n = 4 * s.batch
+    x = torch.randn(n, 3, s.resolution, s.resolution, generator=gen)
+    y = torch.randint(0, 2, (n,), generator=gen)
+    a = torch.randint(0, s.groups, (n, 1), generator=gen)
+    return x, y, a, Grouping.single(s.groups)
+
+
+@torch.no_grad()
+def reference(model: torch.nn.Module, x, y, a, grouping: Grouping, batch: int) -> DenseReference:
+    """The starting model's own per-group statistics: CEAG's 'dense' reference."""
+    model.eval()
+    logits = torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])
+    model.train()
+    losses = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    rows, groups = grouping.memberships(a)
+    correct = (logits.argmax(1) == y).float()
+    return DenseReference.from_stats(
+        GroupStats.from_memberships(correct, losses, rows, groups, grouping.num_groups)
+    )
+
+
+def make_steps(s: Setting, dual: str, device: str, seed: int = 0) -> dict[str, Callable[[], None]]:
+    """Two trainer steps, ``nft`` and ``ceag``, on copies of one model and the same batches."""
+    torch.manual_seed(seed)
+    if s.model == "mlp":
+        x, y, a, grouping = tabular_data(s, seed)
+        base = build_model("mlp", x.shape[1], 2, (128, 64))
+    else:
+        x, y, a, grouping = image_data(s, seed)
+        base = build_model("mobilenet_v2", num_classes=2, width=s.width)
+    base = base.to(device)
+    x, y, a = x.to(device), y.to(device), a.to(device)
+    pruner = MagnitudePruner(base, "layerwise", ["last"])
+    pruner.prune_to(SPARSITY)
+    ref = reference(base, x, y, a, grouping, s.batch)
+    gen = torch.Generator().manual_seed(seed + 1)
+    order = torch.randperm(len(x), generator=gen).to(device)
+    batches = [
+        (x[idx], y[idx], a[idx])
+        for idx in (order[i : i + s.batch] for i in range(0, len(x) - s.batch + 1, s.batch))
+    ]
+    steps = {}
+    for method in ("nft", "ceag"):
+        model = copy.deepcopy(base)
+        masks = MagnitudePruner(model, "layerwise", ["last"])
+        masks.load_state_dict(pruner.state_dict())
+        if method == "ceag":
+            constraint = ExcessAccuracyGap(ref, TOLERANCE, BUFFER, "weighted", grouping)
+            _prefill(constraint, ref, seed)
+            problem, duals = FairnessProblem([constraint], ["ceag"]), [DualConfig(lr=0.01, optimizer=dual)]
+        else:
+            problem, duals = FairnessProblem([], []), []
+        primal = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        optimizer = build_cooper_optimizer(problem, primal, duals)
+        steps[method] = _trainer_step(model, optimizer, masks, batches)
+    return steps
+
+
+def _prefill(constraint: ExcessAccuracyGap, ref: DenseReference, seed: int) -> None:
+    """Fill every group's buffer with draws at its reference accuracy, so that every timed
+    step (and the warm-up) already has all estimates and updates every dual, as in the
+    steady state of fine-tuning."""
+    gen = torch.Generator().manual_seed(seed + 2)
+    num_groups = constraint.num_groups
+    values = torch.bernoulli(ref.accuracy.cpu().repeat(BUFFER), generator=gen)
+    constraint.buffer.push(values.to(ref.device), torch.arange(num_groups, device=ref.device).repeat(BUFFER))
+    assert bool(constraint.buffer.is_full.all())
+
+
+def _trainer_step(model, optimizer, pruner, batches) -> Callable[[], None]:
+    """The body of ``Trainer.train_epoch`` for one batch."""
+    position = [0]
+    total = [torch.zeros((), dtype=torch.float64)]
+    model.train()
+
+    def step() -> None:
+        inputs, targets, attributes = batches[position[0] % len(batches)]
+        position[0] += 1
+        kwargs = {"model": model, "inputs": inputs, "targets": targets, "attributes": attributes}
+        rollout = optimizer.roll(compute_cmp_state_kwargs=kwargs)
+        pruner.apply()
+        total[0] += rollout.loss.detach().double().cpu() * len(targets)
+
+    return step
+
+
+def time_steps(step: Callable[[], None], count: int, device: str) -> float:
+    """Seconds per step over a block of ``count`` steps."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(count):
+        step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / count
+
+
+def measure(s: Setting, dual: str, device: str) -> dict[str, float]:
+    steps = make_steps(s, dual, device)
+    for step in steps.values():  # warm up: allocate (the replay buffers are already full)
+        time_steps(step, 2, device)
+    times: dict[str, list[float]] = {"nft": [], "ceag": []}
+    for rep in range(s.repetitions):  # interleaved, ABBA
+        for method in ("nft", "ceag") if rep % 2 == 0 else ("ceag", "nft"):
+            times[method].append(time_steps(steps[method], s.steps, device))
+    nft, ceag = statistics.median(times["nft"]), statistics.median(times["ceag"])
+    paired = statistics.median(c / n for c, n in zip(times["ceag"], times["nft"], strict=True))
+    return {"nft_ms": 1e3 * nft, "ceag_ms": 1e3 * ceag, "ratio": paired, "ratio_of_medians": ceag / nft}
+
+
+# (file suffix, function) of the parts of a step, for the --profile breakdown; rows nest
+PHASES = (
+    ("step whole (roll + mask + loss read-back)", "step_overhead.py", "step"),
+    ("  compute_cmp_state (forward, constraints)", "problem.py", "compute_cmp_state"),
+    ("    ExcessAccuracyGap.compute", "statistic.py", "compute"),
+    ("      Grouping.memberships", "groups.py", "memberships"),
+    ("      batch_means (proxy)", "statistic.py", "batch_means"),
+    ("      ReplayBuffer.push", "buffer.py", "push"),
+    ("    _check_finite", "problem.py", "_check_finite"),
+    ("  Lagrangians (primal + dual)", "cmp.py", "_compute_primal_or_dual_lagrangian"),
+    ("  backward (primal + dual)", "cmp.py", "backward"),
+    ("  dual_step (SGD, sparse grads)", "constrained_optimizer.py", "dual_step"),
+    ("  primal_step", "optimizer.py", "primal_step"),
+    ("  zero_grad", "cooper/optim/optimizer.py", "zero_grad"),
+)
+
+
+def profile(s: Setting, dual: str, device: str, count: int, top: int) -> dict[str, float]:
+    """cProfile ``count`` steps of each side and print where CEAG's extra time goes, by part
+    of the step (cumulative time, rows nest); then torch.profiler's self time per op."""
+    steps = make_steps(s, dual, device)
+    cum: dict[str, dict[str, float]] = {}
+    wall: dict[str, float] = {}
+    for method, step in steps.items():
+        time_steps(step, max(2, count // 2), device)
+        prof = cProfile.Profile()
+        start = time.perf_counter()
+        prof.enable()
+        for _ in range(count):
+            step()
+        prof.disable()
+        wall[method] = (time.perf_counter() - start) / count
+        stats = pstats.Stats(prof).stats  # (file, line, name) -> (cc, nc, tottime, cumtime, callers)
+        cum[method] = {
+            label: sum(v[3] for (f, _, n), v in stats.items() if f.endswith(suffix) and n == name) / count
+            for label, suffix, name in PHASES
+        }
+    extra = wall["ceag"] - wall["nft"]
+    print(
+        f"\nprofile of {s.label} (cProfile, {count} steps each, which inflates Python-heavy code): "
+        f"NFT {1e3 * wall['nft']:.3f} ms/step, CEAG {1e3 * wall['ceag']:.3f} ms/step"
+    )
+    print(f"{'part of the step (cumulative)':<44} {'NFT ms':>7} {'CEAG ms':>8} {'extra ms':>8} {'share':>6}")
+    shares = {}
+    for label, _, _ in PHASES:
+        n, c = 1e3 * cum["nft"][label], 1e3 * cum["ceag"][label]
+        shares[label.strip()] = (c - n) / (1e3 * extra) if extra > 0 else float("nan")
+        print(f"{label:<44} {n:>7.3f} {c:>8.3f} {c - n:>8.3f} {100 * shares[label.strip()]:>5.0f}%")
+    ops = _op_profile(steps, count, device)
+    print(f"{'torch op (torch.profiler self CPU time per step)':<50} {'extra ms':>8}")
+    for name, d in ops[:top]:
+        print(f"{name:<50} {d:>8.3f}")
+    return shares
+
+
+def _op_profile(steps: dict[str, Callable[[], None]], count: int, device: str) -> list[tuple[str, float]]:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    self_ms: dict[str, dict[str, float]] = {}
+    for method, step in steps.items():
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(count):
+                step()
+        self_ms[method] = {e.key: e.self_cpu_time_total / 1e3 / count for e in prof.key_averages()}
+    keys = set(self_ms["ceag"]) | set(self_ms["nft"])
+    diff = [(k, self_ms["ceag"].get(k, 0.0) - self_ms["nft"].get(k, 0.0)) for k in keys]
+    return sorted(diff, key=lambda kv: -kv[1])
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smallest setting, for the smoke test")
+    parser.add_argument(
+        "--models", nargs="+", default=["mlp", "mobilenet_v2"], choices=["mlp", "mobilenet_v2"]
+    )
+    parser.add_argument("--groups", type=int, default=8, help="groups of the MobileNetV2 setting")
+    parser.add_argument("--dual", default="sgd", choices=["sgd", "nupi"], help="CEAG's dual optimizer")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--profile", action="store_true", help="also profile the CEAG and NFT steps")
+    parser.add_argument("--profile-steps", type=int, default=0, help="steps per profile (default: a block)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    chosen = {name: s for name, s in settings(args.quick, args.groups).items() if name in args.models}
+    results = {name: measure(s, args.dual, args.device) for name, s in chosen.items()}
+    print(
+        "P1 CEAG ÷ NFT fine-tuning step time (roll + mask + loss read-back, SGD momentum 0.9, "
+        f"{100 * SPARSITY:.0f} % GMP masks; CEAG k={BUFFER}, {args.dual} duals; {args.device}, "
+        f"{torch.get_num_threads()} threads; interleaved repetitions, median)"
+    )
+    print(
+        f"{'model':<26} {'batch':>5} {'groups':>6} {'reps x steps':>12} {'NFT ms/step':>11} "
+        f"{'CEAG ms/step':>12} {'ratio':>6} {'med/med':>7}  target"
+    )
+    for name, r in results.items():
+        s = chosen[name]
+        groups = 10 if s.model == "mlp" else s.groups
+        verdict = "met" if r["ratio"] <= s.target else "MISSED"
+        r["target"], r["met"] = s.target, float(r["ratio"] <= s.target)
+        print(
+            f"{s.label:<26} {s.batch:>5} {groups:>6} {f'{s.repetitions} x {s.steps}':>12} "
+            f"{r['nft_ms']:>11.3f} {r['ceag_ms']:>12.3f} {r['ratio']:>6.3f} {r['ratio_of_medians']:>7.3f}  "
+            f"<= {s.target:.2f} {verdict}"
+        )
+    print("ratio = median of the per-repetition CEAG/NFT ratios; med/med = median CEAG / median NFT")
+    if args.profile:
+        for name, s in chosen.items():
+            results[name]["profile"] = profile(s, args.dual, args.device, args.profile_steps or s.steps, 10)
+    return results
+
+
+if __name__ == "__main__":
+    main()
