@@ -11,7 +11,7 @@ per-sample losses. After each forward pass the whole batch is pushed at once:
 
 The estimate of group ``g`` is ``mean[g] = sum_j buf[g, j] / fill[g]``; it *exists* (is
 used for a dual update) only once ``fill[g] = k``. Everything is vectorized: no Python
-loop over samples or groups.
+loop over samples or groups (the ranks ``j`` come from a cumulative one-hot count).
 """
 
 from __future__ import annotations
@@ -35,23 +35,27 @@ class ReplayBuffer:
         self.pointer = torch.zeros(num_groups, dtype=torch.long, device=device)
         self.fill = torch.zeros(num_groups, dtype=torch.long, device=device)
 
-    @torch.no_grad()
     def push(self, values: torch.Tensor, groups: torch.Tensor) -> None:
-        """Append ``values[n]`` to the buffer of group ``groups[n]``, in batch order."""
-        values = values.detach().to(self.values.dtype).reshape(-1)
+        """Append ``values[n]`` to the buffer of group ``groups[n]``, in batch order.
+
+        The rank of a sample in its group is read off a cumulative one-hot count (``(b, G)``,
+        no sort); only when some group receives more than ``k`` samples are its oldest ones
+        masked out, so the common case costs a dozen tensor operations."""
+        values = values.detach().to(self.values.dtype).reshape(-1)  # no graph: no no_grad context needed
         groups = groups.reshape(-1)
         k = self.size
-        counts = torch.bincount(groups, minlength=self.num_groups)
-        sorted_groups, order = torch.sort(groups, stable=True)
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.empty_like(groups)
-        rank[order] = torch.arange(groups.numel(), device=groups.device) - starts[sorted_groups]
-        dropped = (counts - k).clamp(min=0)
-        position = rank - dropped[groups]
-        keep = position >= 0
-        g_kept = groups[keep]
-        slots = (self.pointer[g_kept] + position[keep]) % k
-        self.values[g_kept, slots] = values[keep]
+        onehot = torch.nn.functional.one_hot(groups, self.num_groups)
+        running = onehot.cumsum(0)
+        counts = running[-1] if groups.numel() else torch.zeros_like(self.fill)
+        rank = running.gather(1, groups.unsqueeze(1)).squeeze(1) - 1  # earlier samples of the same group
+        if groups.numel() and bool(counts.max() > k):  # keep only each group's last k samples
+            keep = rank >= (counts - k)[groups]
+            values, groups, rank = (
+                values[keep],
+                groups[keep],
+                rank[keep] - (counts - k).clamp(min=0)[groups[keep]],
+            )
+        self.values[groups, (self.pointer[groups] + rank) % k] = values
         self.pointer = (self.pointer + counts.clamp(max=k)) % k
         self.fill = (self.fill + counts).clamp(max=k)
 
