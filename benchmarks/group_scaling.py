@@ -40,10 +40,13 @@ def make_step(num_groups: int, seed: int = 0):
         logits = model(x)
     losses = torch.nn.functional.cross_entropy(logits, y, reduction="none")
     stats = GroupStats.from_outputs((logits.argmax(1) == y).float(), losses, a[:, 0], num_groups)
-    constraint = ExcessAccuracyGap(DenseReference.from_stats(stats), 0.01, 4, grouping=grouping)
+    constraint = ExcessAccuracyGap(DenseReference.from_stats(stats), 0.05, 40, grouping=grouping)
     problem = FairnessProblem([constraint], ["ceag"])
     primal = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    optimizer = build_cooper_optimizer(problem, primal, [DualConfig(lr=0.01)])
+    # a small dual LR: the sum of 1000 multipliers enters the primal gradient, and with 1e-2 the
+    # model diverged within the ~1700 timed steps (the non-finite guard stops it); the values of
+    # the multipliers do not change the cost of a step
+    optimizer = build_cooper_optimizer(problem, primal, [DualConfig(lr=1e-5)])
     batches = [(x[i : i + BATCH], y[i : i + BATCH], a[i : i + BATCH]) for i in range(0, n, BATCH)]
     position = [0]
 
