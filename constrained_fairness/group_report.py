@@ -251,6 +251,50 @@ def evaluate_groups(
     return result
 
 
+@torch.no_grad()
+def evaluate_model(
+    model: torch.nn.Module,
+    loader: Any,
+    *,
+    dense_model: torch.nn.Module | None = None,
+    **kwargs: Any,
+) -> GroupEvaluation:
+    """:func:`evaluate_groups` of a classifier on every batch ``(inputs, targets, groups)`` of
+    ``loader`` (``groups``: ``(B,)`` ids); per-sample cross-entropy gives the loss, and
+    ``dense_model`` the EAG. Other keyword arguments go to :func:`evaluate_groups`."""
+    models = [model] if dense_model is None else [model, dense_model]
+    modes = [m.training for m in models]
+    device = next(model.parameters()).device
+    predictions, dense, targets, groups, losses = [], [], [], [], []
+    try:
+        for m in models:
+            m.eval()
+        for batch in loader:
+            if not isinstance(batch, (list, tuple)) or len(batch) != 3:
+                raise DataError("evaluate_model needs a loader of (inputs, targets, groups) batches")
+            inputs, y, g = batch
+            logits = model(inputs.to(device)).float().cpu()
+            predictions.append(logits.argmax(dim=1))
+            losses.append(torch.nn.functional.cross_entropy(logits, y.long(), reduction="none"))
+            if dense_model is not None:
+                dense.append(dense_model(inputs.to(device)).argmax(dim=1).cpu())
+            targets.append(y.long())
+            groups.append(g.long().reshape(-1))
+    finally:
+        for m, mode in zip(models, modes, strict=True):
+            m.train(mode)
+    if not predictions:
+        raise DataError("the loader yields no batch; pass a loader with at least one row")
+    return evaluate_groups(
+        torch.cat(predictions),
+        torch.cat(targets),
+        torch.cat(groups),
+        losses=torch.cat(losses),
+        dense_predictions=torch.cat(dense) if dense else None,
+        **kwargs,
+    )
+
+
 def constraint_verdicts(
     constraint: GroupStatisticConstraint, outputs: BatchOutputs, settings: BootstrapSettings
 ) -> dict[str, Any]:

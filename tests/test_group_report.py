@@ -182,3 +182,31 @@ def test_resample_weights_count_draws():
     assert all(bool((c.sum(dim=1) == 7).all()) for c in chunks)  # draw counts
     low, high = percentile_interval(torch.tensor([[1.0], [2.0], [math.nan], [3.0]]), 0.5)
     assert float(low) == 1.5 and float(high) == 2.5
+
+
+def test_evaluate_model_on_a_loader_matches_evaluate_groups():
+    from constrained_fairness.group_report import evaluate_model
+    from constrained_fairness.models import MLP
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 5, generator=gen)
+    y = (x[:, 0] > 0).long()
+    g = torch.randint(0, 3, (200,), generator=gen)
+    torch.manual_seed(0)
+    model, dense = MLP(5, [8], 2), MLP(5, [16], 2)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y, g), batch_size=64)
+    settings = BootstrapSettings(resamples=40, min_group_size=1)
+    a = evaluate_model(model, loader, dense_model=dense, eag_tolerance=0.05, settings=settings)
+    with torch.no_grad():
+        logits = model(x)
+        losses = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+        b = evaluate_groups(
+            logits.argmax(1),
+            y,
+            g,
+            losses=losses,
+            dense_predictions=dense(x).argmax(1),
+            eag_tolerance=0.05,
+            settings=settings,
+        )
+    assert a.records() == b.records() and a.verdicts == b.verdicts
