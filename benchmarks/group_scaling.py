@@ -40,7 +40,7 @@ def make_step(num_groups: int, seed: int = 0):
         logits = model(x)
     losses = torch.nn.functional.cross_entropy(logits, y, reduction="none")
     stats = GroupStats.from_outputs((logits.argmax(1) == y).float(), losses, a[:, 0], num_groups)
-    constraint = ExcessAccuracyGap(DenseReference.from_stats(stats), 0.05, 40, grouping=grouping)
+    constraint = ExcessAccuracyGap(DenseReference.from_stats(stats), 0.01, 4, grouping=grouping)
     problem = FairnessProblem([constraint], ["ceag"])
     primal = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     # a small dual LR: the sum of 1000 multipliers enters the primal gradient, and with 1e-2 the
