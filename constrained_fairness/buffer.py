@@ -20,6 +20,8 @@ import torch
 
 from .errors import ConfigError
 
+_ONE_HOT_LIMIT = 1 << 16  # batch size x groups up to which ranks come from a one-hot count
+
 
 class ReplayBuffer:
     """A ``(num_groups, size)`` ring buffer with one write pointer and fill count per group."""
@@ -39,15 +41,23 @@ class ReplayBuffer:
         """Append ``values[n]`` to the buffer of group ``groups[n]``, in batch order.
 
         The rank of a sample in its group is read off a cumulative one-hot count (``(b, G)``,
-        no sort); only when some group receives more than ``k`` samples are its oldest ones
-        masked out, so the common case costs a dozen tensor operations."""
+        no sort) when ``b·G`` is small, else from a stable sort; only when some group receives
+        more than ``k`` samples are its oldest ones masked out."""
         values = values.detach().to(self.values.dtype).reshape(-1)  # no graph: no no_grad context needed
         groups = groups.reshape(-1)
         k = self.size
-        onehot = torch.nn.functional.one_hot(groups, self.num_groups)
-        running = onehot.cumsum(0)
-        counts = running[-1] if groups.numel() else torch.zeros_like(self.fill)
-        rank = running.gather(1, groups.unsqueeze(1)).squeeze(1) - 1  # earlier samples of the same group
+        if groups.numel() * self.num_groups <= _ONE_HOT_LIMIT:  # few groups: a cumulative one-hot count
+            running = torch.nn.functional.one_hot(groups, self.num_groups).cumsum(0)
+            counts = running[-1] if groups.numel() else torch.zeros_like(self.fill)
+            rank = running.gather(1, groups.unsqueeze(1)).squeeze(1) - 1  # earlier samples of the group
+        else:  # many groups: a stable sort, O(b log b) instead of O(b G)
+            counts = torch.bincount(groups, minlength=self.num_groups)
+            sorted_groups, order = torch.sort(groups, stable=True)
+            rank = torch.empty_like(groups)
+            rank[order] = (
+                torch.arange(groups.numel(), device=groups.device)
+                - (counts.cumsum(0) - counts)[sorted_groups]
+            )
         if groups.numel() and bool(counts.max() > k):  # keep only each group's last k samples
             keep = rank >= (counts - k)[groups]
             values, groups, rank = (

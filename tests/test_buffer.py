@@ -3,6 +3,7 @@ from collections import deque
 import pytest
 import torch
 
+from constrained_fairness import buffer as buffer_module
 from constrained_fairness.buffer import ReplayBuffer
 from constrained_fairness.errors import ConfigError
 
@@ -23,12 +24,19 @@ def run_against_deques(num_groups, k, batches):
     return buf
 
 
-def test_matches_deque_reference_over_many_batches():
+@pytest.fixture(params=["one_hot", "sort"])
+def rank_path(request, monkeypatch):
+    """Both ways of ranking samples within their group: a one-hot count, or a sort."""
+    monkeypatch.setattr(buffer_module, "_ONE_HOT_LIMIT", 1 << 30 if request.param == "one_hot" else 0)
+    return request.param
+
+
+def test_matches_deque_reference_over_many_batches(rank_path):
     batches = [(torch.rand(n), torch.randint(0, 6, (n,))) for n in [3, 17, 1, 40, 9, 64, 2]]
     run_against_deques(6, 5, batches)
 
 
-def test_overflow_inside_one_batch_keeps_last_k():
+def test_overflow_inside_one_batch_keeps_last_k(rank_path):
     values = torch.arange(20, dtype=torch.float32)
     groups = torch.tensor([0] * 12 + [1] * 3 + [0] * 5)
     buf = run_against_deques(2, 4, [(values, groups)])
