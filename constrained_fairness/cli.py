@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
             return 0
     if not args.quiet:
         print(_summary(result.metrics))
-        print(f"run folder: {result.run_dir}  (report.md, metrics.json, plots/)")
+        print(f"run folder: {result.run_dir}  (report.html, report.md, metrics.json, plots/)")
     return 0
 
 
