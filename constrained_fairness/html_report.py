@@ -15,14 +15,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .group_report import VERDICTS
 from .report import (
     SPLITS,
+    VERDICT_HEADER,
     _methods,
     _new_figure,
     _save_figure,
     atomic_write_text,
     fmt,
     is_feasible,
+    verdict_entries,
 )
 
 CSS = """
@@ -163,30 +166,16 @@ def _method_rows(metrics: Mapping) -> list[list[str]]:
 
 def _verdict_section(metrics: Mapping) -> str:
     rows = []
-    for name, entry in _methods(metrics).items():
-        for split in SPLITS:
-            for constraint, verdict in (entry.get(split, {}).get("verdicts") or {}).items():
-                groups = verdict.get("groups", {})
-                cells = [f"{_e(name)}", _e(split), _e(constraint)]
-                for kind in ("satisfied", "violated", "uncertain", "too_small"):
-                    members = groups.get(kind, [])
-                    title = _e(", ".join(members))
-                    cells.append(f'<span class="{kind}" title="{title}">{len(members)}</span>')
-                cells.append(_e(", ".join(groups.get("violated", [])) or "–"))
-                rows.append(cells)
+    for method, split, constraint, groups in verdict_entries(metrics):
+        cells = [_e(method), _e(split), _e(constraint)]
+        for kind in VERDICTS:
+            members = groups.get(kind, [])
+            cells.append(f'<span class="{kind}" title="{_e(", ".join(members))}">{len(members)}</span>')
+        cells.append(_e(", ".join(groups.get("violated", [])) or "–"))
+        rows.append(cells)
     if not rows:
         return "<p>No verdicts (no bootstrap evaluation in this run).</p>"
-    header = [
-        "method",
-        "split",
-        "constraint",
-        "satisfied",
-        "violated",
-        "uncertain",
-        "too small",
-        "violated groups",
-    ]
-    return _table("Verdicts per group: CI upper ≤ ε, CI lower > ε, or neither", header, rows)
+    return _table("Verdicts per group: CI upper ≤ ε, CI lower > ε, or neither", VERDICT_HEADER, rows)
 
 
 def _group_tables(metrics: Mapping) -> str:

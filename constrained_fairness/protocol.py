@@ -488,17 +488,20 @@ class Experiment:
                 trainer.load_state_dict(shared_state, primal_only=True)
             trainer.run(total, self._save_to(method))
             self.history += trainer.history
+            final = trainer.epoch - 1
+            if method in cfg.methods or (method == "nft" and "thresholds" in cfg.methods):
+                evaluation = self.evaluator(model)  # once, also for the thresholds of NFT
             if method in cfg.methods:
-                methods[method] = self._method_metrics(model, trainer.epoch - 1)
+                methods[method] = self._method_metrics(evaluation, final)
                 methods[method]["skipped_batches"] = trainer.skipped
                 if trainer.problem.is_constrained:
                     methods[method]["multipliers"] = trainer.problem.multiplier_values()
             if method == "nft" and "nft_es" in cfg.methods and trainer.best is not None:
                 best = copy.deepcopy(model)
                 best.load_state_dict(trainer.best["model"])
-                methods["nft_es"] = self._method_metrics(best, int(trainer.best["epoch"]))
+                methods["nft_es"] = self._method_metrics(self.evaluator(best), int(trainer.best["epoch"]))
             if method == "nft" and "thresholds" in cfg.methods:
-                methods["thresholds"] = self._thresholds_metrics(model, trainer.epoch - 1)
+                methods["thresholds"] = self._thresholds_metrics(evaluation, final)
             achieved = _achieved_sparsity(trainer.pruner)
 
         ordered = {m: methods[m] for m in cfg.methods if m in methods}
@@ -527,13 +530,13 @@ class Experiment:
 
         return weights
 
-    def _thresholds_metrics(self, model: torch.nn.Module, epoch: int) -> dict[str, Any]:
-        """The NFT model post-processed with group thresholds fit on its validation scores."""
+    def _thresholds_metrics(self, evaluation: dict[str, SplitEvaluation], epoch: int) -> dict[str, Any]:
+        """The NFT model (its ``evaluation``) post-processed with group thresholds fit on its
+        validation scores."""
         if self.context.num_classes != 2:
             raise ConfigError(
                 f"method thresholds needs a binary target; the data has {self.context.num_classes} classes"
             )
-        evaluation = self.evaluator(model)
         val = evaluation["val"].outputs
         groups = self.grouping.memberships(val.attributes)[1]
         thresholds = fit_thresholds(
@@ -552,24 +555,19 @@ class Experiment:
             # hard decisions as logits (the loss stays the base model's: thresholds change no score)
             logits = torch.nn.functional.one_hot(predicted, 2).float() * 20.0 - 10.0
             post[split] = BatchOutputs(logits, o.targets, o.attributes, o.losses)
-        out = self._method_metrics(model, epoch, outputs=post)
+        dense = self.evaluator.dense or {}
+        post_evaluation = {
+            s: SplitEvaluation(self.evaluator.group_stats(o), o, dense.get(s)) for s, o in post.items()
+        }
+        out = self._method_metrics(post_evaluation, epoch)
         out["thresholds"] = {
             name: float(t) for name, t in zip(self.group_names, thresholds.tolist(), strict=True)
         }
         out["thresholds_rule"] = self.cfg.thresholds.rule
         return out
 
-    def _method_metrics(
-        self, model: torch.nn.Module, epoch: int, outputs: dict[str, BatchOutputs] | None = None
-    ) -> dict[str, Any]:
-        """Final metrics of a model (or of given per-split ``outputs``, e.g. post-processed)."""
-        if outputs is None:
-            evaluation = self.evaluator(model)
-        else:
-            dense = self.evaluator.dense or {}
-            evaluation = {
-                s: SplitEvaluation(self.evaluator.group_stats(o), o, dense.get(s)) for s, o in outputs.items()
-            }
+    def _method_metrics(self, evaluation: dict[str, SplitEvaluation], epoch: int) -> dict[str, Any]:
+        """Final metrics of one model's ``evaluation`` (from the evaluator, or post-processed)."""
         out: dict[str, Any] = {s: evaluation[s].to_metrics(self.group_names) for s in SPLITS}
         out["epoch"] = epoch
         e = self.cfg.evaluation
@@ -609,12 +607,9 @@ class Experiment:
             if record["n"] == 0:
                 continue
             group = entry["groups"][record["group"]]
-            for stat in result.statistics:
-                if stat in ("accuracy", "eag", "dense_accuracy"):
-                    group[f"{stat}_ci"] = [record[f"{stat}_ci_low"], record[f"{stat}_ci_high"]]
-                else:
-                    group[stat] = record[stat]
-                    group[f"{stat}_ci"] = [record[f"{stat}_ci_low"], record[f"{stat}_ci_high"]]
+            for stat in result.statistics:  # accuracy, dense accuracy and EAG are in the entry already
+                group.setdefault(stat, record[stat])
+                group[f"{stat}_ci"] = [record[f"{stat}_ci_low"], record[f"{stat}_ci_high"]]
         if result.max_eag is not None:
             entry["max_eag_ci"] = [_finite_or_none(result.max_eag.low), _finite_or_none(result.max_eag.high)]
         entry["aggregates"] = result.aggregates()

@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .group_report import VERDICTS
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 """Splits reported, in table/plot order."""
 
@@ -253,36 +255,44 @@ def _epoch_line(metrics: Mapping) -> str | None:
     return ("Fine-tuning epoch of the reported numbers: " + ", ".join(parts)) if parts else None
 
 
+VERDICT_HEADER = (
+    "method",
+    "split",
+    "constraint",
+    "satisfied",
+    "violated",
+    "uncertain",
+    "too small",
+    "violated groups",
+)
+
+
+def verdict_entries(metrics: Mapping) -> list[tuple[str, str, str, Mapping[str, list[str]]]]:
+    """``(method, split, constraint, groups by verdict)`` for every verdict of a run."""
+    return [
+        (method, split, name, verdict.get("groups", {}))
+        for method, entry in _methods(metrics).items()
+        for split in SPLITS
+        for name, verdict in (_split(entry, split).get("verdicts") or {}).items()
+    ]
+
+
 def format_verdict_table(metrics: Mapping) -> str:
     """Counts of satisfied / violated / uncertain / too small groups per method, split and
     constraint, with the violated groups named ("" when the run has no verdicts)."""
-    rows = []
-    for method, entry in _methods(metrics).items():
-        for split in SPLITS:
-            for name, verdict in (_split(entry, split).get("verdicts") or {}).items():
-                counts, groups = verdict.get("counts", {}), verdict.get("groups", {})
-                rows.append(
-                    [
-                        _md_escape(method),
-                        split,
-                        _md_escape(name),
-                        *[str(counts.get(k, 0)) for k in ("satisfied", "violated", "uncertain", "too_small")],
-                        _md_escape(", ".join(groups.get("violated", [])) or "–"),
-                    ]
-                )
+    rows = [
+        [
+            _md_escape(method),
+            split,
+            _md_escape(name),
+            *[str(len(groups.get(k, []))) for k in VERDICTS],
+            _md_escape(", ".join(groups.get("violated", [])) or "–"),
+        ]
+        for method, split, name, groups in verdict_entries(metrics)
+    ]
     if not rows:
         return ""
-    header = [
-        "method",
-        "split",
-        "constraint",
-        "satisfied",
-        "violated",
-        "uncertain",
-        "too small",
-        "violated groups",
-    ]
-    return _md_table(header, rows, ["l", "l", "l", "r", "r", "r", "r", "l"])
+    return _md_table(VERDICT_HEADER, rows, ["l", "l", "l", "r", "r", "r", "r", "l"])
 
 
 def format_report(metrics: Mapping, group_names: Sequence[str]) -> str:

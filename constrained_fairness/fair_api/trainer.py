@@ -47,17 +47,17 @@ _LOSS_METRICS = ("equalized_loss", "bounded_group_loss")
 
 
 class _FairProblem(cooper.ConstrainedMinimizationProblem):
-    """The CMP of one batch: the trainer's closure returns the loss and the batch outputs."""
+    """The CMP of one batch: the trainer's closure returns the loss and the constraint's batch view."""
 
     def __init__(self, constraint: GroupStatisticConstraint) -> None:
         super().__init__()
         self.fairness = constraint  # Cooper registers a constraint assigned as an attribute
 
     def compute_cmp_state(self, step: Any) -> cooper.CMPState:
-        loss, outputs, batch = step()
+        loss, batch = step()
         state = self.fairness.compute(batch)
         observed = {self.fairness: state} if state is not None else {}
-        return cooper.CMPState(loss=loss, observed_constraints=observed, misc={"outputs": outputs})
+        return cooper.CMPState(loss=loss, observed_constraints=observed, misc={"batch": batch})
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -271,19 +271,23 @@ class FairTrainer:
 
                 def step(x: torch.Tensor = x, y: torch.Tensor = y) -> tuple:
                     outputs = self.model(x)
-                    return self._loss(outputs, y), outputs, self._batch_outputs(outputs, y, x)
+                    return self._loss(outputs, y), self._batch_outputs(outputs, y, x)
 
                 rollout = self._cooper.roll(compute_cmp_state_kwargs={"step": step})
-                loss, outputs = rollout.loss, rollout.cmp_state.misc["outputs"]
+                loss, batch = rollout.loss, rollout.cmp_state.misc["batch"]  # reuse the step's outputs
+                batch = BatchOutputs(
+                    batch.logits.detach(), batch.targets, batch.attributes, batch.losses.detach()
+                )
             else:
                 self.optimizer.zero_grad()
                 outputs = self.model(x)
                 loss = self._loss(outputs, y)
                 loss.backward()
                 self.optimizer.step()
+                batch = self._batch_outputs(outputs.detach(), y, x)
             total += float(loss.detach()) * len(x)
             rows += len(x)
-            seen.append(self._batch_outputs(outputs.detach(), y, x))
+            seen.append(batch)
         if rows == 0:
             raise DataError("the training loader yields no batch; pass a loader with at least one batch")
         self._store_multipliers()
