@@ -48,8 +48,7 @@ class DequeBuffer:
 
 
 def library_query(buffer: ReplayBuffer) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.nonzero(buffer.is_full).flatten()
-    return ids, buffer.means()[ids]
+    return buffer.full_means()
 
 
 def stream(batches: int, batch: int, groups: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -30,7 +30,9 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+import cooper
 import torch
+from cooper.multipliers import IndexedMultiplier
 
 from constrained_fairness.config import DualConfig
 from constrained_fairness.constraints import DenseReference, ExcessAccuracyGap
@@ -41,7 +43,7 @@ from constrained_fairness.problem import FairnessProblem
 from constrained_fairness.sparsity import MagnitudePruner
 from constrained_fairness.training.optimizers import build_cooper_optimizer
 
-SPARSITY, BUFFER, TOLERANCE = 0.95, 40, 0.01
+SPARSITY, BUFFER, TOLERANCE, DUAL_LR = 0.95, 40, 0.01, 0.01
 # Adult's race x sex shares of the training rows (race codes in sorted order), for --data synthetic
 ADULT_RACE = (0.0096, 0.0319, 0.0959, 0.0083, 0.8543)
 ADULT_SEX = (0.331, 0.669)
@@ -120,8 +122,15 @@ def reference(model: torch.nn.Module, x, y, a, grouping: Grouping, batch: int) -
     )
 
 
-def make_steps(s: Setting, dual: str, device: str, seed: int = 0) -> dict[str, Callable[[], None]]:
-    """Two trainer steps, ``nft`` and ``ceag``, on copies of one model and the same batches."""
+METHODS = ("nft", "ceag")
+FLOORS = ("cooper only", "fused", "fused compiled")
+
+
+def make_steps(
+    s: Setting, dual: str, device: str, seed: int = 0, methods: tuple[str, ...] = METHODS
+) -> dict[str, Callable[[], None]]:
+    """Trainer steps of ``methods`` (NFT, CEAG, the floors) on copies of one model and the
+    same batches."""
     torch.manual_seed(seed)
     if s.model == "mlp":
         x, y, a, grouping = tabular_data(s, seed)
@@ -141,20 +150,43 @@ def make_steps(s: Setting, dual: str, device: str, seed: int = 0) -> dict[str, C
         for idx in (order[i : i + s.batch] for i in range(0, len(x) - s.batch + 1, s.batch))
     ]
     steps = {}
-    for method in ("nft", "ceag"):
+    for method in methods:
         model = copy.deepcopy(base)
         masks = MagnitudePruner(model, "layerwise", ["last"])
         masks.load_state_dict(pruner.state_dict())
+        primal = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+        constraint = ExcessAccuracyGap(ref, TOLERANCE, BUFFER, "weighted", grouping)
+        _prefill(constraint, ref, seed)
+        if method.startswith("fused"):
+            fused = _FusedCEAG(constraint, DUAL_LR, compiled=method == "fused compiled")
+            steps[method] = _fused_step(model, primal, fused, masks, batches)
+            continue
         if method == "ceag":
-            constraint = ExcessAccuracyGap(ref, TOLERANCE, BUFFER, "weighted", grouping)
-            _prefill(constraint, ref, seed)
-            problem, duals = FairnessProblem([constraint], ["ceag"]), [DualConfig(lr=0.01, optimizer=dual)]
+            problem, duals = FairnessProblem([constraint], ["ceag"]), [DualConfig(lr=DUAL_LR, optimizer=dual)]
+        elif method == "cooper only":
+            problem, duals = _CooperOnly(grouping.num_groups), [DualConfig(lr=DUAL_LR, optimizer=dual)]
         else:
             problem, duals = FairnessProblem([], []), []
-        primal = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
         optimizer = build_cooper_optimizer(problem, primal, duals)
         steps[method] = _trainer_step(model, optimizer, masks, batches)
     return steps
+
+
+def _fused_step(model, primal, fused: _FusedCEAG, pruner, batches) -> Callable[[], None]:
+    """:func:`_trainer_step` with the hand-fused CEAG update in place of ``optimizer.roll``."""
+    position = [0]
+    total = [torch.zeros((), dtype=torch.float64)]
+    model.train()
+
+    def step() -> None:
+        inputs, targets, attributes = batches[position[0] % len(batches)]
+        position[0] += 1
+        loss = fused.step(model, primal, inputs, targets, attributes)
+        pruner.apply()
+        total[0] += loss.detach().double().cpu() * len(targets)
+
+    step.model = model  # for the equivalence check
+    return step
 
 
 def _prefill(constraint: ExcessAccuracyGap, ref: DenseReference, seed: int) -> None:
@@ -182,7 +214,81 @@ def _trainer_step(model, optimizer, pruner, batches) -> Callable[[], None]:
         pruner.apply()
         total[0] += rollout.loss.detach().double().cpu() * len(targets)
 
+    step.model = model  # for the equivalence check
     return step
+
+
+class _CooperOnly(cooper.ConstrainedMinimizationProblem):
+    """Floor 1, Cooper's machinery alone: the NFT loss plus one constraint of G rows whose proxy
+    is the loss itself and whose strict violation is a constant (no buffer, no statistics)."""
+
+    is_constrained = True
+
+    def __init__(self, num_groups: int) -> None:
+        super().__init__()
+        self.rows = torch.arange(num_groups)
+        self.violation = torch.full((num_groups,), -1e-3)
+        self.constraint = cooper.Constraint(
+            constraint_type=cooper.ConstraintType.INEQUALITY,
+            multiplier=IndexedMultiplier(num_constraints=num_groups),
+        )
+
+    def compute_cmp_state(self, model, inputs, targets, attributes) -> cooper.CMPState:
+        loss = torch.nn.functional.cross_entropy(model(inputs), targets)
+        state = cooper.ConstraintState(
+            violation=loss.expand(len(self.rows)),
+            constraint_features=self.rows,
+            strict_violation=self.violation,
+            strict_constraint_features=self.rows,
+        )
+        return cooper.CMPState(loss=loss, observed_constraints={self.constraint: state})
+
+
+class _FusedCEAG:
+    """Floors 2 and 3: CEAG's arithmetic written out by hand, without Cooper, checks or
+    syncs; the same update as the library's (checked against it by ``--floors``):
+
+    push the batch's correctness into a (G, k+1) ring (column k takes the overflow),
+    ``λ ← max(0, λ + η (ψ_buf − ε))``, then one backward of ``Σ_n w_n ℓ_n`` with
+    ``w_n = 1/b + λ[g_n]/c[g_n] − Σ_{g present} λ[g]/b``, the gradient of
+    ``L + Σ_{g present} λ[g] ψ̃[g]``. ``compiled``: the bookkeeping under ``torch.compile``."""
+
+    def __init__(self, constraint: ExcessAccuracyGap, dual_lr: float, compiled: bool) -> None:
+        ref, buf = constraint.reference, constraint.buffer
+        self.k, self.num_groups, self.lr, self.eps = buf.size, buf.num_groups, dual_lr, constraint.tolerance
+        self.values = torch.cat([buf.values, torch.zeros_like(buf.values[:, :1])], 1)
+        self.pointer, self.lam = buf.pointer.clone(), torch.zeros_like(ref.accuracy)
+        self.acc, self.acc_all, self.freq = ref.accuracy, ref.overall_accuracy, ref.frequency
+        self.strides = torch.tensor(constraint.grouping.index.strides, device=ref.device)
+        self.weights = torch.compile(self._weights, dynamic=False) if compiled else self._weights
+
+    def _weights(self, logits, targets, attributes, values, pointer, lam):
+        k = self.k
+        groups = (attributes * self.strides).sum(1)
+        correct = (logits.argmax(1) == targets).float()
+        counts = torch.bincount(groups, minlength=self.num_groups)
+        sorted_groups, order = torch.sort(groups, stable=True)
+        rank = torch.arange(len(groups), device=groups.device) - (counts.cumsum(0) - counts)[sorted_groups]
+        slot = torch.where(rank >= counts[sorted_groups] - k, (pointer[sorted_groups] + rank) % k, k)
+        values[sorted_groups, slot] = correct[order]
+        pointer.copy_((pointer + counts) % k)
+        estimate = values[:, :k].sum(1) / k
+        overall = (self.freq * estimate).sum() / self.freq.sum()
+        lam.copy_(
+            (lam + self.lr * ((self.acc - estimate) - (self.acc_all - overall) - self.eps)).clamp(min=0)
+        )
+        present_sum = (lam * (counts > 0)).sum()
+        return (lam / counts.clamp(min=1))[groups] + (1 - present_sum) / len(groups)
+
+    def step(self, model, primal, inputs, targets, attributes) -> torch.Tensor:
+        primal.zero_grad()
+        logits = model(inputs)
+        losses = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+        w = self.weights(logits.detach(), targets, attributes, self.values, self.pointer, self.lam)
+        loss = (losses * w).sum()
+        loss.backward()
+        primal.step()
+        return loss
 
 
 def time_steps(step: Callable[[], None], count: int, device: str) -> float:
@@ -197,17 +303,63 @@ def time_steps(step: Callable[[], None], count: int, device: str) -> float:
     return (time.perf_counter() - start) / count
 
 
-def measure(s: Setting, dual: str, device: str) -> dict[str, float]:
-    steps = make_steps(s, dual, device)
-    for step in steps.values():  # warm up: allocate (the replay buffers are already full)
+def measure(
+    s: Setting, dual: str, device: str, methods: tuple[str, ...] = METHODS
+) -> dict[str, dict[str, float]]:
+    """Per method: median ms per step, and the median per-repetition ratio to NFT."""
+    steps = make_steps(s, dual, device, methods=methods)
+    for step in steps.values():  # warm up: allocate, compile (the replay buffers are already full)
         time_steps(step, 2, device)
-    times: dict[str, list[float]] = {"nft": [], "ceag": []}
+    times: dict[str, list[float]] = {method: [] for method in methods}
     for rep in range(s.repetitions):  # interleaved, ABBA
-        for method in ("nft", "ceag") if rep % 2 == 0 else ("ceag", "nft"):
+        for method in methods if rep % 2 == 0 else reversed(methods):
             times[method].append(time_steps(steps[method], s.steps, device))
-    nft, ceag = statistics.median(times["nft"]), statistics.median(times["ceag"])
-    paired = statistics.median(c / n for c, n in zip(times["ceag"], times["nft"], strict=True))
-    return {"nft_ms": 1e3 * nft, "ceag_ms": 1e3 * ceag, "ratio": paired, "ratio_of_medians": ceag / nft}
+    nft = times["nft"]
+    return {
+        method: {
+            "ms": 1e3 * statistics.median(t),
+            "ratio": statistics.median(c / n for c, n in zip(t, nft, strict=True)),
+            "ratio_of_medians": statistics.median(t) / statistics.median(nft),
+        }
+        for method, t in times.items()
+    }
+
+
+def equivalence(s: Setting, device: str, count: int = 5) -> float:
+    """Max |Δθ| between the library's CEAG and the hand-fused floor after ``count`` steps from
+    the same state: the floor does the library's work, no less."""
+    steps = make_steps(s, "sgd", device, methods=("ceag", "fused"))
+    for step in steps.values():
+        time_steps(step, count, device)
+    pairs = zip(steps["ceag"].model.parameters(), steps["fused"].model.parameters(), strict=True)
+    return max(float((p - q).detach().abs().max()) for p, q in pairs)
+
+
+def floors(s: Setting, device: str, compiled: bool) -> dict[str, dict[str, float]]:
+    """What a CEAG step costs at the least, as a ratio to NFT: Cooper's machinery alone, and
+    the CEAG arithmetic hand-fused without Cooper (eager, and compiled)."""
+    methods = ("nft", *FLOORS) if compiled else ("nft", *FLOORS[:-1])
+    diff = equivalence(s, device)
+    try:
+        result = measure(s, "sgd", device, methods)
+    except Exception as error:  # no C++ compiler for torch.compile: the eager floors only
+        print(f"torch.compile floor unavailable ({type(error).__name__}: {str(error).splitlines()[0]})")
+        result = measure(s, "sgd", device, ("nft", *FLOORS[:-1]))
+    print(
+        f"\nfloors of {s.label}: the least a CEAG step can cost here, as a ratio to NFT "
+        f"(interleaved, median; hand-fused vs library CEAG after 5 steps: max |Δθ| = {diff:.1e})"
+    )
+    print(f"{'step':<56} {'ms/step':>8} {'ratio':>6}")
+    labels = {
+        "nft": "NFT",
+        "cooper only": "1. Cooper alone: trivial G-row constraint, no statistics",
+        "fused": "2. CEAG arithmetic hand-fused, no Cooper, eager",
+        "fused compiled": "3. the same, bookkeeping under torch.compile",
+    }
+    for method, r in result.items():
+        print(f"{labels[method]:<56} {r['ms']:>8.3f} {r['ratio']:>6.3f}")
+    result["max_abs_diff"] = {"value": diff}
+    return result
 
 
 # (file suffix, function) of the parts of a step, for the --profile breakdown; rows nest
@@ -291,12 +443,19 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--profile", action="store_true", help="also profile the CEAG and NFT steps")
+    parser.add_argument("--no-floors", action="store_true", help="skip the floors of the MLP setting")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile floor")
     parser.add_argument("--profile-steps", type=int, default=0, help="steps per profile (default: a block)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     chosen = {name: s for name, s in settings(args.quick, args.groups).items() if name in args.models}
-    results = {name: measure(s, args.dual, args.device) for name, s in chosen.items()}
+    measured = {name: measure(s, args.dual, args.device) for name, s in chosen.items()}
+    results = {
+        name: {"nft_ms": r["nft"]["ms"], "ceag_ms": r["ceag"]["ms"]}
+        | {"ratio": r["ceag"]["ratio"], "ratio_of_medians": r["ceag"]["ratio_of_medians"]}
+        for name, r in measured.items()
+    }
     print(
         "P1 CEAG ÷ NFT fine-tuning step time (roll + mask + loss read-back, SGD momentum 0.9, "
         f"{100 * SPARSITY:.0f} % GMP masks; CEAG k={BUFFER}, {args.dual} duals; {args.device}, "
@@ -317,6 +476,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             f"<= {s.target:.2f} {verdict}"
         )
     print("ratio = median of the per-repetition CEAG/NFT ratios; med/med = median CEAG / median NFT")
+    if "mlp" in chosen and not args.no_floors:
+        results["mlp"]["floors"] = floors(
+            chosen["mlp"], args.device, compiled=not (args.quick or args.no_compile)
+        )
     if args.profile:
         for name, s in chosen.items():
             results[name]["profile"] = profile(s, args.dual, args.device, args.profile_steps or s.steps, 10)

@@ -3,7 +3,6 @@ from collections import deque
 import pytest
 import torch
 
-from constrained_fairness import buffer as buffer_module
 from constrained_fairness.buffer import ReplayBuffer
 from constrained_fairness.errors import ConfigError
 
@@ -24,19 +23,36 @@ def run_against_deques(num_groups, k, batches):
     return buf
 
 
-@pytest.fixture(params=["one_hot", "sort"])
-def rank_path(request, monkeypatch):
-    """Both ways of ranking samples within their group: a one-hot count, or a sort."""
-    monkeypatch.setattr(buffer_module, "_ONE_HOT_LIMIT", 1 << 30 if request.param == "one_hot" else 0)
-    return request.param
-
-
-def test_matches_deque_reference_over_many_batches(rank_path):
+def test_matches_deque_reference_over_many_batches():
     batches = [(torch.rand(n), torch.randint(0, 6, (n,))) for n in [3, 17, 1, 40, 9, 64, 2]]
     run_against_deques(6, 5, batches)
 
 
-def test_overflow_inside_one_batch_keeps_last_k(rank_path):
+def test_many_groups_and_overflow_mixed_with_normal_groups():
+    gen = torch.Generator().manual_seed(3)
+    batches = [
+        (torch.rand(n, generator=gen), torch.randint(0, 300, (n,), generator=gen)) for n in [500, 7, 900]
+    ]
+    skewed = torch.cat([torch.zeros(30, dtype=torch.long), torch.randint(0, 300, (70,), generator=gen)])
+    run_against_deques(300, 3, [*batches, (torch.rand(100, generator=gen), skewed)])
+
+
+def test_full_means_are_the_full_groups_and_their_deque_means():
+    gen = torch.Generator().manual_seed(4)
+    buf = ReplayBuffer(7, 4)
+    ref = [deque(maxlen=4) for _ in range(7)]
+    for n in [5, 11, 3, 20]:
+        values, groups = torch.rand(n, generator=gen), torch.randint(0, 7, (n,), generator=gen)
+        buf.push(values, groups)
+        for v, g in zip(values.tolist(), groups.tolist(), strict=True):
+            ref[g].append(v)
+        ids, means = buf.full_means()
+        expected = [g for g in range(7) if len(ref[g]) == 4]
+        assert ids.tolist() == expected
+        assert means.tolist() == pytest.approx([sum(ref[g]) / 4 for g in expected], rel=1e-6)
+
+
+def test_overflow_inside_one_batch_keeps_last_k():
     values = torch.arange(20, dtype=torch.float32)
     groups = torch.tensor([0] * 12 + [1] * 3 + [0] * 5)
     buf = run_against_deques(2, 4, [(values, groups)])

@@ -159,17 +159,18 @@ class GroupStatisticConstraint(GroupConstraint, abc.ABC):
         ``across_ranks`` (training under DDP) sums and counts are those of the global batch.
         """
         counts = torch.bincount(groups, minlength=self.num_groups).to(values.dtype)
-        sums = torch.zeros(self.num_groups, dtype=values.dtype, device=values.device).index_add(
+        sums = torch.zeros(self.num_groups, dtype=values.dtype, device=values.device).index_add_(
             0, groups, values
         )
         if across_ranks:
             counts, sums = global_sum(counts), global_sum(sums)
         present = torch.nonzero(counts).flatten()
         part_sums = torch.zeros(self.num_partitions, dtype=values.dtype, device=values.device)
-        part_sums = part_sums.index_add(0, self.partition, sums)
-        part_counts = torch.zeros_like(part_sums).index_add(0, self.partition, counts)
+        part_sums = part_sums.index_add_(0, self.partition, sums)
+        part_counts = torch.zeros_like(part_sums).index_add_(0, self.partition, counts)
         overall = part_sums / part_counts.clamp(min=1)
-        return present, sums[present] / counts[present], overall[self.partition[present]]
+        means = sums.index_select(0, present) / counts.index_select(0, present)
+        return present, means, overall.index_select(0, self.partition.index_select(0, present))
 
     def _rows(self, violations: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if violations.dim() != 2 or violations.shape[0] != len(self.row_labels):
@@ -185,32 +186,38 @@ class GroupStatisticConstraint(GroupConstraint, abc.ABC):
         rows, groups = self.memberships(batch, stat)
         if groups.numel() == 0 and not is_distributed():  # under DDP every rank must join the reductions
             return None
-        present, means, overall = self.batch_means(stat.proxy[rows], groups, across_ranks=True)
+        # one membership per sample, in batch order (intersectional, no mask): no gather needed
+        identity = self.grouping.mode == "intersectional" and stat.mask is None
+        present, means, overall = self.batch_means(
+            stat.proxy if identity else stat.proxy[rows], groups, across_ranks=True
+        )
         proxy, proxy_ids = self._rows(self.proxy_violations(means, overall, present), present)
-        proxy = proxy * world_size()  # DDP averages gradients over ranks; each holds a local share
+        if is_distributed():
+            proxy = proxy * world_size()  # DDP averages gradients over ranks; each holds a local share
 
-        strict_values = stat.strict.detach()[rows]
+        strict_values = stat.strict.detach()
+        strict_values = strict_values if identity else strict_values[rows]
         if self.buffer is None:
             present, means, overall = self.batch_means(strict_values, groups, across_ranks=True)
             strict, strict_ids = self._rows(self.strict_violations(means, overall, present), present)
             return indexed_state(proxy, proxy_ids, strict, strict_ids)
         strict_values, groups = gather_cat(strict_values), gather_cat(groups)  # DDP: every rank's samples
-        self.seen += torch.bincount(groups, minlength=self.num_groups).to(self.seen.dtype)
+        if self.frequency is None:  # the overall estimate's weights: the counts seen so far
+            self.seen += torch.bincount(groups, minlength=self.num_groups).to(self.seen.dtype)
         self.buffer.push(strict_values, groups)
-        full = self.buffer.is_full
-        full_ids = torch.nonzero(full).flatten()
+        full_ids, estimates = self.buffer.full_means()
         if full_ids.numel() == 0:
             return indexed_state(proxy, proxy_ids, None, None)
-        estimates = torch.nan_to_num(self.buffer.means())
-        weights = (self.frequency if self.frequency is not None else self.seen).float() * full
-        part_weights = torch.zeros(self.num_partitions, device=weights.device).index_add(
-            0, self.partition, weights
+        weights = (self.frequency if self.frequency is not None else self.seen.float()).index_select(
+            0, full_ids
         )
-        part_sums = torch.zeros_like(part_weights).index_add(0, self.partition, weights * estimates)
-        overall = (part_sums / part_weights.clamp(min=1e-12))[self.partition[full_ids]]
-        strict, strict_ids = self._rows(
-            self.strict_violations(estimates[full_ids], overall, full_ids), full_ids
+        partition = self.partition.index_select(0, full_ids)
+        part_weights = torch.zeros(self.num_partitions, device=weights.device).index_add_(
+            0, partition, weights
         )
+        part_sums = torch.zeros_like(part_weights).index_add_(0, partition, weights * estimates)
+        overall = (part_sums / part_weights.clamp(min=1e-12)).index_select(0, partition)
+        strict, strict_ids = self._rows(self.strict_violations(estimates, overall, full_ids), full_ids)
         return indexed_state(proxy, proxy_ids, strict, strict_ids)
 
     @torch.no_grad()
