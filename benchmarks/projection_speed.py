@@ -96,32 +96,41 @@ class _Identity(torch.autograd.Function):
 
 
 def breakdown(b: int, reps: int) -> dict[str, float]:
-    """Where our time goes at batch ``b``: the autograd floor, the dual solve alone, everything."""
+    """Where our time goes at batch ``b``: the autograd floor (any custom function pays it), the
+    compiled kernels alone (forward and backward, no torch), everything, and everything on the
+    numpy solver (numba missing, or an instance outside the kernels' reach)."""
     from constrained_fairness import projection as P
 
     scores, attributes = instance(b, seed=b)
     upstream = torch.randn(b)
-    y, C = scores.double().numpy(), P._rows(attributes.numpy())
+    kernels = P._kernels()
 
     def floor() -> None:
         _Identity.apply(scores.clone().requires_grad_(True)).backward(upstream)
 
-    solved = P._solve(y, C, EPS, BOUNDS)
+    parts = {"autograd floor": floor}
+    if kernels is not None:
+        y, codes, grad = scores.numpy(), attributes.numpy(), upstream.numpy()
+        lo, hi = P.inward_bounds(BOUNDS, torch.float32)
+        args = (y, codes, EPS, *BOUNDS, lo, hi, P._TOL_REL, P._ACTIVE_REL, P._FAST_ITER)
+        _, _, cell, rows, inside = kernels.project(*args)
 
-    def without_solve() -> None:  # everything else: checks, rows, conversions, autograd, backward
-        original = P._solve
-        P._solve = lambda *args: solved
+        def compiled() -> None:
+            kernels.project(*args)
+            kernels.backward(grad, cell, rows, inside)
+
+        parts["compiled kernels"] = compiled
+    parts["total"] = lambda: ours(scores, attributes, upstream)
+
+    def numpy_path() -> None:
+        original = P._kernels
+        P._kernels = lambda: None
         try:
             ours(scores, attributes, upstream)
         finally:
-            P._solve = original
+            P._kernels = original
 
-    parts = {
-        "autograd floor": floor,
-        "dual solve": lambda: P._solve(y, C, EPS, BOUNDS),
-        "all but the solve": without_solve,
-        "total": lambda: ours(scores, attributes, upstream),
-    }
+    parts["total, numpy solver"] = numpy_path
     out = {
         name: statistics.median(statistics.fmean(times_ms(fn, INNER)) for _ in range(reps))
         for name, fn in parts.items()

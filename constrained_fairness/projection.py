@@ -85,6 +85,7 @@ __all__ = [
 ]
 
 _MAX_ITER = 500
+_FAST_ITER = 8  # semismooth Newton steps of the compiled fast path before the numpy solver
 _TOL_REL = 1e-11
 _ACTIVE_REL = 1e-8
 _CHECK_ABS = 1e-6
@@ -186,26 +187,60 @@ def inward_bounds(bounds: tuple[float, float], dtype: torch.dtype) -> tuple[floa
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _rows(attributes: np.ndarray) -> np.ndarray:
-    """float64 rows c_j (m, b) for (b, A) integer codes; loops over attributes, not groups."""
-    b = attributes.shape[0]
+def _cells(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Intersectional cells of (b, A) integer codes: ``cell`` (b,) in [0, K), the codes of each
+    cell ``values`` (K, A) in lexicographic order, and their sample counts (K,).
+
+    Every constraint row is constant on a cell, so C = C_K[:, cell] with C_K of shape (m, K)."""
+    b, width = codes.shape
+    if width == 0:
+        return np.zeros(b, dtype=np.intp), np.zeros((1, 0), dtype=codes.dtype), np.array([b])
+    low, high = int(codes.min()), int(codes.max())
+    radix = high - low + 1
+    if radix**width <= 4 * b + 64:  # small codes: count the cells in a dense table (no sort)
+        place = np.array([radix ** (width - 1 - j) for j in range(width)])
+        raw = (codes - low if low else codes) @ place
+        table = np.bincount(raw, minlength=radix**width)
+        present = np.flatnonzero(table)
+        values = present[:, None] // place % radix + low
+        if present.size == table.size:  # every cell present: the raw ids are the cells
+            return raw, values, table
+        lookup = np.empty(table.size, dtype=np.intp)
+        lookup[present] = np.arange(present.size)
+        return lookup[raw], values, table[present]
+    values, cell, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    return cell.reshape(-1), values, counts
+
+
+def _cell_rows(values: np.ndarray, counts: np.ndarray, b: int) -> np.ndarray:
+    """float64 rows (m, K) of the constraints on the cells (see the module docstring); loops over
+    attributes, not groups. The values of an attribute are numbered in sorted order."""
     rows = []
-    for col in attributes.T:
-        low, high = int(col.min()), int(col.max())
-        if high - low <= 4 * b:  # small codes: counting is faster than sorting
-            inverse = col - low
-            counts = np.bincount(inverse)
-            if not counts.all():  # renumber the values present
-                inverse = (np.cumsum(counts > 0) - 1)[inverse]
-                counts = counts[counts > 0]
+    for column in values.T:
+        low = int(column.min())
+        if int(column.max()) - low < 4 * column.size + 64:  # small codes: count, no sort
+            n = np.bincount(column - low, weights=counts)
+            present = np.flatnonzero(n)
+            n = n[present]
+            k = present.size
+            first = column == present[0] + low if k == 2 else None
+            inverse = None if k == 2 else np.searchsorted(present, column - low)
         else:
-            _, inverse, counts = np.unique(col, return_inverse=True, return_counts=True)
-        k = counts.size
-        if k == 2:  # mean of value 0 minus mean of value 1
-            rows.append(np.where(inverse == 0, 1.0 / counts[0], -1.0 / counts[1])[None])
+            values_present, inverse = np.unique(column, return_inverse=True)
+            k = values_present.size
+            n = np.bincount(inverse, weights=counts, minlength=k)
+            first = inverse == 0
+        if k == 2:  # mean of the first value minus mean of the second
+            rows.append(np.where(first, 1.0 / n[0], -1.0 / n[1])[None])
         elif k > 2:  # each value's mean minus the overall mean
-            rows.append((inverse[None, :] == np.arange(k)[:, None]) / counts[:, None] - 1.0 / b)
-    return np.concatenate(rows) if rows else np.zeros((0, b))
+            rows.append((inverse[None, :] == np.arange(k)[:, None]) / n[:, None] - 1.0 / b)
+    return np.concatenate(rows) if rows else np.zeros((0, values.shape[0]))
+
+
+def _rows(attributes: np.ndarray) -> np.ndarray:
+    """float64 rows c_j (m, b) for (b, A) integer codes."""
+    cell, values, counts = _cells(attributes)
+    return _cell_rows(values, counts, attributes.shape[0])[:, cell]
 
 
 def constraint_matrix(attributes: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -214,14 +249,11 @@ def constraint_matrix(attributes: torch.Tensor, dtype: torch.dtype = torch.float
     return torch.from_numpy(rows).to(device=attributes.device, dtype=dtype)
 
 
-def _small_solve(M: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """Solve M x = r. Up to 4 unknowns by Gaussian elimination with partial pivoting on Python floats:
-    for such sizes LAPACK's call overhead (tens of µs here) dwarfs the arithmetic."""
-    n = r.size
-    if n > 4:
-        return np.linalg.solve(M, r)
-    a = M.tolist()
-    x = r.tolist()
+def _solve_lists(a: list[list[float]], x: list[float]) -> list[float]:
+    """Solve a x = r (``x`` holds r) for up to 4 unknowns by Gaussian elimination with partial pivoting on
+    Python floats: for such sizes LAPACK's call overhead (tens of µs here) dwarfs the arithmetic. ``a`` and
+    ``x`` are overwritten."""
+    n = len(x)
     for k in range(n):
         p = max(range(k, n), key=lambda i: abs(a[i][k]))
         if a[p][k] == 0.0:
@@ -236,7 +268,14 @@ def _small_solve(M: np.ndarray, r: np.ndarray) -> np.ndarray:
                 x[i] -= f * x[k]
     for k in range(n - 1, -1, -1):
         x[k] = (x[k] - sum(a[k][j] * x[j] for j in range(k + 1, n))) / a[k][k]
-    return np.array(x)
+    return x
+
+
+def _small_solve(M: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Solve M x = r: :func:`_solve_lists` up to 4 unknowns, LAPACK beyond."""
+    if r.size > 4:
+        return np.linalg.solve(M, r)
+    return np.array(_solve_lists(M.tolist(), r.tolist()))
 
 
 def _nonneg_qp(Q: np.ndarray, c: np.ndarray, tol: float, hint: np.ndarray) -> np.ndarray:
@@ -462,11 +501,62 @@ def _to_torch(
         if bounds is not None:
             out = out.clamp(*inward_bounds(bounds, like.dtype))
         return out.reshape(like.shape)
-    values = values.astype(np_dtype)
+    values = values.astype(np_dtype, copy=False)
     if bounds is not None:
         values = np.clip(values, *inward_bounds(bounds, like.dtype))
     out = torch.from_numpy(values.reshape(like.shape))
     return out if like.device.type == "cpu" else out.to(like.device)
+
+
+@functools.cache
+def _kernels():  # -> the projection_kernels module, or None without numba
+    """The compiled fast path (:mod:`.projection_kernels`), imported on first use; None if
+    numba is not installed, and the numpy solver handles every instance."""
+    try:
+        from . import projection_kernels
+    except ImportError:
+        return None
+    return projection_kernels
+
+
+def _project_compiled(
+    predictions: torch.Tensor, codes: np.ndarray, eps: float, bounds: tuple[float, float] | None
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(z, cell, tight rows, inside) from one call of the compiled kernel, z in the
+    predictions' dtype, shape and device; None where it does not apply (no numba, float16 or
+    bfloat16, large codes, not certified within ``_FAST_ITER`` steps)."""
+    kernels = _kernels()
+    if kernels is None or predictions.dtype not in _NUMPY_DTYPES:
+        return None
+    y = predictions.detach()
+    y = (y if y.device.type == "cpu" else y.cpu()).numpy().reshape(-1)
+    lb, ub = bounds if bounds is not None else (-math.inf, math.inf)
+    lo, hi = inward_bounds(bounds, predictions.dtype) if bounds is not None else (lb, ub)
+    status, z, cell, rows, inside = kernels.project(
+        y, codes, eps, lb, ub, lo, hi, _TOL_REL, _ACTIVE_REL, _FAST_ITER
+    )
+    if status == kernels.NOT_FINITE:
+        _raise_non_finite()
+    if status != kernels.OK:
+        return None
+    out = torch.from_numpy(z)  # a view (e.g. by reshape) would cost the autograd engine more than the solve
+    out = out if predictions.dim() == 1 else out.reshape(predictions.shape)
+    return (out if predictions.device.type == "cpu" else out.to(predictions.device)), cell, rows, inside
+
+
+def _project_numpy(
+    y: np.ndarray, codes: np.ndarray, eps: float, bounds: tuple[float, float] | None
+) -> tuple[np.ndarray, ...]:
+    """(z, cell, tight rows, inside) from the regularized numpy solver (every instance)."""
+    if not np.isfinite(y).all():
+        _raise_non_finite()
+    cell, values, counts = _cells(codes)
+    rows = _cell_rows(values, counts, y.size)
+    z, lam = _solve(y, rows[:, cell], eps, bounds)
+    lb, ub = bounds if bounds is not None else (-math.inf, math.inf)
+    u = y - (lam @ rows)[cell]
+    tight = np.abs(rows @ np.bincount(cell, z, rows.shape[1])) >= eps - _ACTIVE_REL * _z_scale(y, bounds)
+    return z, cell, rows[tight], ((u > lb) & (u < ub)).astype(np.float64)
 
 
 class _FairProjectionFn(torch.autograd.Function):
@@ -478,38 +568,57 @@ class _FairProjectionFn(torch.autograd.Function):
         tolerance: float,
         bounds: tuple[float, float] | None,
     ) -> torch.Tensor:
-        y = _to_numpy(predictions)
-        if not np.isfinite(y).all():
-            _raise_non_finite()
-        C = _rows(_to_numpy(attributes, dtype=None).reshape(y.size, -1))
-        z, lam = _solve(y, C, tolerance, bounds)
-        lb, ub = bounds if bounds is not None else (-math.inf, math.inf)
-        u = y - lam @ C
-        ctx.active_rows = C[np.abs(C @ z) >= tolerance - _ACTIVE_REL * _z_scale(y, bounds)]
-        ctx.inside = ((u > lb) & (u < ub)).astype(np.float64)
+        codes = attributes.detach()
+        codes = (codes if codes.device.type == "cpu" else codes.cpu()).numpy()  # (b, A), checked
+        codes = codes if codes.dtype == np.int64 else codes.astype(np.int64)
         ctx.like = predictions.detach()
+        solved = _project_compiled(predictions, codes, tolerance, bounds)
+        if solved is not None:
+            out, ctx.cell, ctx.active_rows, ctx.inside = solved
+            return out
+        z, ctx.cell, ctx.active_rows, ctx.inside = _project_numpy(
+            _to_numpy(predictions), codes, tolerance, bounds
+        )
         return _to_torch(z, predictions, bounds)
 
     @staticmethod
-    @once_differentiable
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor
     ) -> tuple[torch.Tensor | None, None, None, None]:
-        C_a, inside = ctx.active_rows, ctx.inside
-        dg = inside * _to_numpy(grad_out)
-        if C_a.shape[0] > 0:
-            CD = C_a * inside
-            M, r = CD @ C_a.T, C_a @ dg
-            # any solution of the (consistent) system gives the same D C_aᵀ v; dependent rows make M singular,
-            # where elimination may fail or lose accuracy: then the pseudo-inverse
-            try:
-                v = _small_solve(M, r)
-                if not np.abs(M @ v - r).max() <= 1e-9 * max(1.0, float(np.abs(r).max())):
-                    raise np.linalg.LinAlgError("inaccurate")
-            except np.linalg.LinAlgError:
-                v = np.linalg.pinv(M, rcond=1e-10, hermitian=True) @ r
-            dg = dg - v @ CD
-        return _to_torch(dg, ctx.like), None, None, None
+        if (
+            torch.is_grad_enabled()
+        ):  # backward(create_graph=True): no second derivative, said as torch says it
+            return _backward_once(ctx, grad_out)
+        return _backward(ctx, grad_out)  # (once_differentiable's wrapper costs as much as the kernel)
+
+
+def _backward(
+    ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor
+) -> tuple[torch.Tensor | None, None, None, None]:
+    """``D g − D C_Aᵀ (C_A D C_Aᵀ)⁺ C_A D g`` on the cells: ``C_A D g = C_{A,K} Σ_{i∈k} (D g)_i``."""
+    rows, inside, cell = ctx.active_rows, ctx.inside, ctx.cell
+    kernels = _kernels()
+    if kernels is not None and grad_out.dtype in _NUMPY_DTYPES:
+        ok, dg = kernels.backward(_to_numpy(grad_out, dtype=None), cell, rows, inside)
+        if ok:
+            return _to_torch(dg, ctx.like), None, None, None
+    dg = inside * _to_numpy(grad_out)
+    if rows.shape[0] > 0:
+        k = rows.shape[1]
+        M, r = (rows * np.bincount(cell, inside, k)) @ rows.T, rows @ np.bincount(cell, dg, k)
+        # any solution of the (consistent) system gives the same D C_aᵀ v; dependent rows make M singular,
+        # where elimination may fail or lose accuracy: then the pseudo-inverse
+        try:
+            v = _small_solve(M, r)
+            if not np.abs(M @ v - r).max() <= 1e-9 * max(1.0, float(np.abs(r).max())):
+                raise np.linalg.LinAlgError("inaccurate")
+        except np.linalg.LinAlgError:
+            v = np.linalg.pinv(M, rcond=1e-10, hermitian=True) @ r
+        dg = dg - inside * (v @ rows)[cell]
+    return _to_torch(dg, ctx.like), None, None, None
+
+
+_backward_once = once_differentiable(_backward)
 
 
 def fair_projection(

@@ -277,6 +277,7 @@ def test_equal_means_are_always_reachable_within_bounds():
 
 def test_solver_failure_raises_infeasible(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(projection, "_MAX_ITER", 0)
+    monkeypatch.setattr(projection, "_kernels", lambda: None)  # the numpy solver, which certifies
     y = torch.tensor([0.0, 1.0, 0.0, 1.0])
     with pytest.raises(DataError, match=r"^infeasible: "):
         fair_projection(y, torch.tensor([[0], [1], [0], [1]]), 0.1, (0.0, 1.0))
@@ -367,3 +368,93 @@ def test_narrow_box_far_from_the_data():
         assert_kkt(y, attributes, eps, bounds, z64, lam)
         z = fair_projection(y, attributes, eps, bounds)
         assert float(z.min()) >= bounds[0] and float(z.max()) <= bounds[1]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the compiled fast path (numba) against the numpy solver
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _both_paths(monkeypatch, y, attributes, eps, bounds, upstream):
+    """(z, grad) from the compiled path and from the numpy solver alone."""
+    out = []
+    for kernels in (projection._kernels, lambda: None):
+        monkeypatch.setattr(projection, "_kernels", kernels)
+        leaf = y.clone().requires_grad_(True)
+        z = fair_projection(leaf, attributes, eps, bounds)
+        z.backward(upstream)
+        out.append((z.detach(), leaf.grad))
+    monkeypatch.undo()
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_compiled_path_matches_the_numpy_solver(monkeypatch: pytest.MonkeyPatch, seed: int):
+    pytest.importorskip("numba")
+    gen = torch.Generator().manual_seed(500 + seed)
+    b = int(torch.randint(2, 600, (1,), generator=gen))
+    y, attributes = random_instance(gen, b)
+    y = (2.0 * y).to(torch.float64 if seed % 5 == 0 else torch.float32)
+    eps = 0.0 if seed % 4 == 0 else 0.2 * float(torch.rand(1, generator=gen))
+    bounds = BOUNDS[seed % 3]
+    upstream = torch.randn(b, generator=gen, dtype=y.dtype)
+    (z_fast, g_fast), (z_ref, g_ref) = _both_paths(monkeypatch, y, attributes, eps, bounds, upstream)
+    assert z_fast.dtype == y.dtype
+    torch.testing.assert_close(z_fast, z_ref, atol=1e-6, rtol=0)
+    torch.testing.assert_close(g_fast, g_ref, atol=1e-5, rtol=1e-5)
+    C = reference_rows(attributes.numpy())
+    assert np.abs(C @ z_fast.double().numpy()).max(initial=0.0) <= eps + 1e-6
+    if bounds is not None:
+        assert float(z_fast.min()) >= bounds[0] and float(z_fast.max()) <= bounds[1]
+
+
+def test_compiled_path_solves_the_benchmark_case_without_the_numpy_solver(monkeypatch: pytest.MonkeyPatch):
+    """Two binary attributes, scores in [0, 1] with rows at the bounds (benchmark P3): the compiled
+    kernel certifies it alone, so the speed measured there is this path's."""
+    pytest.importorskip("numba")
+
+    def refuse(*args):
+        raise AssertionError("the numpy solver ran")
+
+    monkeypatch.setattr(projection, "_project_numpy", refuse)
+    gen = torch.Generator().manual_seed(256)
+    for b in (64, 256, 2048):
+        attributes = torch.randint(0, 2, (b, 2), generator=gen)
+        y = torch.sigmoid(torch.randn(b, generator=gen) + 1.5 * attributes[:, 0] - attributes[:, 1])
+        y[:4] = torch.tensor([0.0, 1.0, 1.0, 0.0])
+        leaf = y.clone().requires_grad_(True)
+        z = fair_projection(leaf, attributes, 0.05, (0.0, 1.0))
+        z.backward(torch.ones(b))
+        assert np.abs(reference_rows(attributes.numpy()) @ z.detach().double().numpy()).max() <= 0.05 + 1e-6
+
+
+@pytest.mark.parametrize(
+    "codes",
+    [
+        torch.tensor([[0], [1], [2], [0], [1], [2]]) * 1_000_000,  # large codes: the numpy cells
+        torch.tensor([[0], [1], [2], [0], [1], [2]]) - 7,  # negative codes
+    ],
+)
+def test_codes_outside_the_kernels_range_take_the_numpy_path(monkeypatch: pytest.MonkeyPatch, codes):
+    y = torch.tensor([0.9, 0.1, 0.5, 0.8, 0.2, 0.4])
+    (z_fast, g_fast), (z_ref, g_ref) = _both_paths(monkeypatch, y, codes, 0.05, (0.0, 1.0), torch.ones(6))
+    torch.testing.assert_close(z_fast, z_ref, atol=1e-7, rtol=0)
+    torch.testing.assert_close(g_fast, g_ref)
+    C = reference_rows(codes.numpy())
+    assert np.abs(C @ z_fast.double().numpy()).max() <= 0.05 + 1e-6
+
+
+def test_not_finite_predictions_are_a_data_error_on_both_paths(monkeypatch: pytest.MonkeyPatch):
+    for kernels in (projection._kernels, lambda: None):
+        monkeypatch.setattr(projection, "_kernels", kernels)
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(DataError, match="NaN or inf"):
+                fair_projection(torch.tensor([0.2, bad, 0.4]), torch.tensor([[0], [1], [1]]), 0.1, (0.0, 1.0))
+
+
+def test_second_derivative_is_refused():
+    y = torch.rand(16, requires_grad=True)
+    z = fair_projection(y, torch.arange(16).remainder(2).unsqueeze(1), 0.01, (0.0, 1.0))
+    (grad,) = torch.autograd.grad(z.square().sum(), y, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()
