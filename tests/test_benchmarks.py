@@ -22,7 +22,9 @@ def test_projection_speed_benchmark_runs(capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     result = module.main(["--quick"])
-    assert result[64]["ours_ms"] > 0 and result["breakdown"]["dual solve"] > 0
+    parts = result["breakdown"]
+    assert result[64]["ours_ms"] > 0 and parts["total"] > 0 and parts["total, numpy solver"] > 0
+    assert "compiled kernels" in parts or importlib.util.find_spec("numba") is None
     out = capsys.readouterr().out
     assert "P3 projection forward+backward" in out and "breakdown of ours at b=64" in out
 
