@@ -50,13 +50,24 @@ the iteration finishes in one or two steps; without bounds f is quadratic and 1-
 Finally z = clip(ŷ − Cᵀλ, lb, ub), so the bounds hold exactly (they are rounded inwards to the output dtype),
 and max_j(|c_j·z| − ε) ≤ 1e-6 (1e-10·scale once scale > 1e4) is verified (at most 500 iterations).
 
+Fast path. Every row c_j is constant on an intersectional cell (a distinct attribute row), so C = C_K[:, cell]
+with C_K of shape (m, K), and ψ's gradient and Hessian are per-cell sums. When numba is installed and the
+codes are small (radix^A ≤ 4b + 64), one compiled kernel (projection_kernels.project) builds the cells and C_K
+and runs a semismooth Newton method on λ: the rows with λ_j ≠ 0, or violated at λ_j = 0, are held tight at
+±ε and one Newton step solves them on the current piece (a row whose multiplier changes sign leaves; of
+dependent tight rows, the least violated entering one waits). It stops by the rule of step 1, so it
+certifies the same optimality; if it has not within 8 steps, or its system is singular, the method above
+runs. At b = 256 this takes the projection from about 0.4 ms to under 0.1 ms (benchmark P3): the numpy
+version is about a hundred calls of 1-3 µs of dispatch each.
+
 Gradient. Let D = diag(1 for coordinates strictly inside the box) and C_A the tight rows (|c_j·z| = ε up to
 1e-8·scale). Locally z is the projection onto the affine set {z_i = bound for i ∉ D, C_A z = ±ε}, so
 
     dz/dŷ = D − D C_Aᵀ (C_A D C_Aᵀ)⁺ C_A D     (symmetric; the pseudo-inverse handles dependent rows),
 
-which FairProjection / fair_projection implement as a torch.autograd.Function (vector-Jacobian product;
-the small system is solved by elimination, or by the pseudo-inverse for dependent rows).
+which FairProjection / fair_projection implement as a torch.autograd.Function (vector-Jacobian product on
+the cells, compiled when numba is there; the small system is solved by elimination, or by the
+pseudo-inverse for dependent rows). Differentiating twice raises torch's once_differentiable error.
 
 Inference on small batches. projection_offsets projects a large reference batch and summarizes z − ŷ as a mean
 additive offset per intersectional cell (distinct attribute row); apply_offsets adds the offsets and clips.
