@@ -338,13 +338,14 @@ def equivalence(s: Setting, device: str, count: int = 5) -> float:
 def floors(s: Setting, device: str, compiled: bool) -> dict[str, dict[str, float]]:
     """What a CEAG step costs at the least, as a ratio to NFT: Cooper's machinery alone, and
     the CEAG arithmetic hand-fused without Cooper (eager, and compiled)."""
-    methods = ("nft", *FLOORS) if compiled else ("nft", *FLOORS[:-1])
     diff = equivalence(s, device)
-    try:
-        result = measure(s, "sgd", device, methods)
-    except Exception as error:  # no C++ compiler for torch.compile: the eager floors only
-        print(f"torch.compile floor unavailable ({type(error).__name__}: {str(error).splitlines()[0]})")
-        result = measure(s, "sgd", device, ("nft", *FLOORS[:-1]))
+    if compiled:  # torch.compile needs a working C++ toolchain: probe it alone, never masking the rest
+        try:
+            time_steps(make_steps(s, "sgd", device, methods=("fused compiled",))["fused compiled"], 1, device)
+        except Exception as error:
+            print(f"torch.compile floor unavailable ({type(error).__name__}: {str(error).splitlines()[0]})")
+            compiled = False
+    result = measure(s, "sgd", device, ("nft", *FLOORS) if compiled else ("nft", *FLOORS[:-1]))
     print(
         f"\nfloors of {s.label}: the least a CEAG step can cost here, as a ratio to NFT "
         f"(interleaved, median; hand-fused vs library CEAG after 5 steps: max |Δθ| = {diff:.1e})"

@@ -47,6 +47,10 @@ class ReplayBuffer:
         dispatch, as much as its arithmetic at these sizes (benchmark P5)."""
         values = values.detach().to(self.values.dtype).reshape(-1)  # no graph: no no_grad context needed
         groups = groups.reshape(-1)
+        if values.numel() != groups.numel():
+            raise ValueError(
+                f"push got {values.numel()} values but {groups.numel()} group ids; pass one per sample"
+            )
         if groups.numel() == 0:
             return
         k = self.size

@@ -94,7 +94,7 @@ class GroupIndex:
         ids = codes[:, -1]
         for column, stride in enumerate(self.strides[:-1]):
             ids = ids + codes[:, column] * stride
-        return ids
+        return ids if len(self.strides) > 1 else ids.clone()  # never a view of the caller's codes
 
 
 MODES = ("intersectional", "marginal")

@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -170,10 +171,11 @@ def check_bounds(bounds: tuple[float, float] | None) -> tuple[float, float] | No
 
 
 def _z_scale(y: np.ndarray, bounds: tuple[float, float] | None) -> float:
-    """Magnitude of the solution z: max(1, |lb|, |ub|) with bounds, else max(1, max|ŷ|)."""
-    if bounds is not None:
-        return max(1.0, abs(bounds[0]), abs(bounds[1]))
-    return max(1.0, float(np.abs(y).max()))
+    """Magnitude of the solution z: max(1, |lb|, |ub|) over the finite bounds, and max|ŷ| too
+    where a side is unbounded (no bounds, or one infinite)."""
+    lb, ub = bounds if bounds is not None else (-math.inf, math.inf)
+    scale = max([1.0, *(abs(v) for v in (lb, ub) if math.isfinite(v))])
+    return scale if math.isfinite(lb) and math.isfinite(ub) else max(scale, float(np.abs(y).max()))
 
 
 @functools.lru_cache(maxsize=64)
@@ -260,11 +262,14 @@ def constraint_matrix(attributes: torch.Tensor, dtype: torch.dtype = torch.float
     return torch.from_numpy(rows).to(device=attributes.device, dtype=dtype)
 
 
-def _solve_lists(a: list[list[float]], x: list[float]) -> list[float]:
-    """Solve a x = r (``x`` holds r) for up to 4 unknowns by Gaussian elimination with partial pivoting on
-    Python floats: for such sizes LAPACK's call overhead (tens of µs here) dwarfs the arithmetic. ``a`` and
-    ``x`` are overwritten."""
-    n = len(x)
+def _small_solve(M: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Solve M x = r. Up to 4 unknowns by Gaussian elimination with partial pivoting on Python floats:
+    for such sizes LAPACK's call overhead (tens of µs here) dwarfs the arithmetic."""
+    n = r.size
+    if n > 4:
+        return np.linalg.solve(M, r)
+    a = M.tolist()
+    x = r.tolist()
     for k in range(n):
         p = max(range(k, n), key=lambda i: abs(a[i][k]))
         if a[p][k] == 0.0:
@@ -279,14 +284,7 @@ def _solve_lists(a: list[list[float]], x: list[float]) -> list[float]:
                 x[i] -= f * x[k]
     for k in range(n - 1, -1, -1):
         x[k] = (x[k] - sum(a[k][j] * x[j] for j in range(k + 1, n))) / a[k][k]
-    return x
-
-
-def _small_solve(M: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """Solve M x = r: :func:`_solve_lists` up to 4 unknowns, LAPACK beyond."""
-    if r.size > 4:
-        return np.linalg.solve(M, r)
-    return np.array(_solve_lists(M.tolist(), r.tolist()))
+    return np.array(x)
 
 
 def _nonneg_qp(Q: np.ndarray, c: np.ndarray, tol: float, hint: np.ndarray) -> np.ndarray:
@@ -492,7 +490,8 @@ _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _to_numpy(tensor: torch.Tensor, dtype: type | None = np.float64) -> np.ndarray:
-    """A flat numpy copy (few torch calls: each costs microseconds, as much as the arithmetic here)."""
+    """A flat numpy array: a copy in ``dtype``, or with ``dtype=None`` a view where torch allows one
+    (few torch calls: each costs microseconds, as much as the arithmetic here)."""
     tensor = tensor.detach()
     if tensor.device.type != "cpu":
         tensor = tensor.cpu()
@@ -526,6 +525,9 @@ def _kernels():  # -> the projection_kernels module, or None without numba
     try:
         from . import projection_kernels
     except ImportError:
+        return None
+    except RuntimeError as error:  # e.g. numba finds no writable cache directory
+        warnings.warn(f"the compiled projection is unavailable ({error}); using numpy", stacklevel=2)
         return None
     return projection_kernels
 

@@ -2,8 +2,8 @@
 
 At b = 256 the projection is a few hundred arithmetic operations on a few kilobytes; run as
 numpy calls it costs about a hundred dispatches of 1–3 µs each, as compiled loops a few µs
-(benchmark P3). The kernels cover the common case: small non-negative attribute codes
-(``radix^A ≤ 4b + 64``), solved by semismooth Newton within ``max_iter`` steps. Anything
+(benchmark P3). The kernels cover the common case: attribute codes of a small range
+(``(max − min + 1)^A ≤ 4b + 64``), solved by semismooth Newton within ``max_iter`` steps. Anything
 else returns a status, and :mod:`.projection` runs its numpy solver, which handles every
 instance. Import this module only through :func:`.projection._kernels`, which falls back
 when numba is missing.
@@ -36,6 +36,8 @@ def cells_and_rows(codes: np.ndarray, b: int) -> tuple[int, np.ndarray, np.ndarr
         for j in range(width):
             low = min(low, codes[i, j])
             high = max(high, codes[i, j])
+    if float(high) - float(low) > 4 * b + 4096:  # in float: high − low may overflow int64
+        return CODES_NOT_SMALL, cell, np.zeros((0, 1))
     radix = high - low + 1
     size = 1
     for _ in range(width):
@@ -231,9 +233,6 @@ def newton(
     sums, counts, r = np.empty(num_cells), np.empty(num_cells), np.empty(m)
     lam, sign = np.zeros(m), np.zeros(m)
     tight = np.zeros(m, dtype=np.bool_)
-    for i in range(b):
-        if not np.isfinite(y[i]):
-            return NOT_FINITE, z, lam, inside, tight
     for _ in range(max_iter):
         _evaluate(y, cell, rows, lam, lb, ub, u, z, inside, sums, counts, r)
         residual = 0.0
@@ -275,16 +274,17 @@ def project(
 
     ``y`` is float32 or float64 (computed in float64); ``z`` comes back in ``y``'s dtype,
     clipped to ``[lo_out, hi_out]``, the bounds rounded inwards to that dtype, so they hold
-    exactly. The tolerances scale with ``max(1, |lb|, |ub|)``, or ``max(1, max|ŷ|)``
-    without bounds, as in the numpy solver."""
+    exactly. The tolerances scale with :func:`.projection._z_scale`: ``max(1, |lb|, |ub|)``,
+    and ``max|ŷ|`` too where a side is unbounded."""
     b = y.size
     values = np.empty(b)
-    scale = max(1.0, abs(lb), abs(ub)) if np.isfinite(lb) or np.isfinite(ub) else 1.0
+    bounded = np.isfinite(lb) and np.isfinite(ub)
+    scale = max(1.0, abs(lb) if np.isfinite(lb) else 0.0, abs(ub) if np.isfinite(ub) else 0.0)
     for i in range(b):
         values[i] = y[i]
         if not np.isfinite(values[i]):
             return NOT_FINITE, y.copy(), np.zeros(b, dtype=np.int64), np.zeros((0, 1)), values
-        if not (np.isfinite(lb) or np.isfinite(ub)):
+        if not bounded:
             scale = max(scale, abs(values[i]))
     status, cell, rows = cells_and_rows(codes, b)
     if status != OK:

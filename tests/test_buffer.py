@@ -72,3 +72,8 @@ def test_full_mask_and_state_round_trip():
 def test_size_zero_is_a_clear_error():
     with pytest.raises(ConfigError, match="buffer size"):
         ReplayBuffer(3, 0)
+
+
+def test_values_and_groups_of_different_lengths_are_an_error():
+    with pytest.raises(ValueError, match="3 values but 2 group ids"):
+        ReplayBuffer(2, 4).push(torch.ones(3), torch.tensor([0, 1]))

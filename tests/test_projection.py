@@ -431,17 +431,36 @@ def test_compiled_path_solves_the_benchmark_case_without_the_numpy_solver(monkey
 @pytest.mark.parametrize(
     "codes",
     [
-        torch.tensor([[0], [1], [2], [0], [1], [2]]) * 1_000_000,  # large codes: the numpy cells
-        torch.tensor([[0], [1], [2], [0], [1], [2]]) - 7,  # negative codes
+        torch.tensor([[0], [1], [2], [0], [1], [2]]) * 1_000_000,  # a large range: the numpy cells
+        torch.tensor([[0], [1], [2], [0], [1], [2]]) - 7,  # negative codes: the kernel, offset by the minimum
+        torch.tensor([[-(2**63)], [2**63 - 1], [0]] * 2),  # a range that overflows int64: the numpy cells
+        torch.tensor([[2**62], [-(2**62)], [0]] * 2),
     ],
 )
-def test_codes_outside_the_kernels_range_take_the_numpy_path(monkeypatch: pytest.MonkeyPatch, codes):
+def test_codes_of_any_range_give_the_same_projection_on_both_paths(monkeypatch: pytest.MonkeyPatch, codes):
     y = torch.tensor([0.9, 0.1, 0.5, 0.8, 0.2, 0.4])
     (z_fast, g_fast), (z_ref, g_ref) = _both_paths(monkeypatch, y, codes, 0.05, (0.0, 1.0), torch.ones(6))
     torch.testing.assert_close(z_fast, z_ref, atol=1e-7, rtol=0)
     torch.testing.assert_close(g_fast, g_ref)
     C = reference_rows(codes.numpy())
     assert np.abs(C @ z_fast.double().numpy()).max() <= 0.05 + 1e-6
+
+
+@pytest.mark.parametrize("bounds", [(0.0, float("inf")), (float("-inf"), 1.0), (float("-inf"), float("inf"))])
+def test_infinite_bounds_still_enforce_the_constraints(monkeypatch: pytest.MonkeyPatch, bounds):
+    """A one-sided box: the tolerance scales with the finite bound and max|ŷ|, never with inf."""
+    gen = torch.Generator().manual_seed(9)
+    attributes = torch.randint(0, 2, (40, 2), generator=gen)
+    y = torch.randn(40, generator=gen) + attributes[:, 0] - 0.5 * attributes[:, 1]
+    (z_fast, _), (z_ref, _) = _both_paths(monkeypatch, y, attributes, 0.05, bounds, torch.ones(40))
+    C = reference_rows(attributes.numpy())
+    expected = slsqp_projection(y.double().numpy(), C, 0.05, None if bounds[0] == -np.inf else (0.0, None))
+    for z in (z_fast, z_ref):
+        assert np.abs(C @ z.double().numpy()).max() <= 0.05 + 1e-6
+        assert float(z.min()) >= bounds[0] and float(z.max()) <= bounds[1]
+    if bounds[1] == np.inf:
+        np.testing.assert_allclose(z_fast.double().numpy(), expected, atol=1e-5)
+    torch.testing.assert_close(z_fast, z_ref, atol=1e-6, rtol=0)
 
 
 def test_not_finite_predictions_are_a_data_error_on_both_paths(monkeypatch: pytest.MonkeyPatch):
