@@ -55,7 +55,9 @@ with C_K of shape (m, K), and ψ's gradient and Hessian are per-cell sums. When 
 codes are small (radix^A ≤ 4b + 64), one compiled kernel (projection_kernels.project) builds the cells and C_K
 and runs a semismooth Newton method on λ: the rows with λ_j ≠ 0, or violated at λ_j = 0, are held tight at
 ±ε and one Newton step solves them on the current piece (a row whose multiplier changes sign leaves; of
-dependent tight rows, the least violated entering one waits). It stops by the rule of step 1, so it
+dependent tight rows, the least violated entering one waits); the step is taken whole if the dual still
+descends at its end, else to the root of the directional derivative (regula falsi). It stops by the rule of
+step 1, so it
 certifies the same optimality; if it has not within 8 steps, or its system is singular, the method above
 runs. At b = 256 this takes the projection from about 0.4 ms to under 0.1 ms (benchmark P3): the numpy
 version is about a hundred calls of 1-3 µs of dispatch each.

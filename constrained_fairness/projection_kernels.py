@@ -224,7 +224,9 @@ def newton(
 
     Rows with ``σ_j = sign λ_j ≠ 0``, or violated at ``λ_j = 0`` (``σ_j = sign r_j``), are
     held tight; one Newton step solves ``r_A(λ') = σ_A ε`` on the current piece, with the
-    Jacobian ``−C_A diag(N) C_Aᵀ``; a row whose multiplier changes sign leaves. Stop when
+    Jacobian ``−C_A diag(N) C_Aᵀ``; a row whose multiplier changes sign leaves. The step is
+    taken whole when the dual ``f = −ψ + ε‖λ‖₁`` still descends at its end, else up to the
+    root of ``φ'(α) = d f(λ + α d)/dα`` (non-decreasing: f is convex). Stop when
     ``max_j max(|min(λ⁺_j, ε − r_j)|, |min(λ⁻_j, ε + r_j)|) ≤ tol``, the stopping rule of
     the numpy solver, so both certify the same optimality."""
     m, num_cells = rows.shape
@@ -233,8 +235,10 @@ def newton(
     sums, counts, r = np.empty(num_cells), np.empty(num_cells), np.empty(m)
     lam, sign = np.zeros(m), np.zeros(m)
     tight = np.zeros(m, dtype=np.bool_)
+    evaluated = False
     for _ in range(max_iter):
-        _evaluate(y, cell, rows, lam, lb, ub, u, z, inside, sums, counts, r)
+        if not evaluated:
+            _evaluate(y, cell, rows, lam, lb, ub, u, z, inside, sums, counts, r)
         residual = 0.0
         for j in range(m):
             plus = abs(min(max(lam[j], 0.0), eps - r[j]))
@@ -251,10 +255,57 @@ def newton(
                 sign[j] = 1.0 if r[j] > 0.0 else -1.0
             else:
                 sign[j] = 0.0
-        ok, lam = _newton_step(rows, counts, r, lam, sign, eps)
+        ok, target = _newton_step(rows, counts, r, lam, sign, eps)
         if not ok:
             return NOT_CERTIFIED, z, lam, inside, tight
+        step = target - lam
+        slope0 = _slope(r, lam, step, eps)
+        if not slope0 < 0.0:  # not a descent direction of the dual: leave it to the numpy solver
+            return NOT_CERTIFIED, z, lam, inside, tight
+        # the full step if the dual still descends at its end; else a line search for the root of
+        # φ'(α), non-decreasing (f is convex) and piecewise linear: regula falsi, Illinois variant
+        _evaluate(y, cell, rows, target, lb, ub, u, z, inside, sums, counts, r)
+        slope1 = _slope(r, target, step, eps)
+        if slope1 <= 1e-9 * abs(slope0):
+            lam, evaluated = target, True
+            continue
+        low, high, f_low, f_high, side = 0.0, 1.0, slope0, slope1, 0
+        alpha = 0.5
+        for _ in range(30):
+            alpha = low - f_low * (high - low) / (f_high - f_low)
+            trial = lam + alpha * step
+            _evaluate(y, cell, rows, trial, lb, ub, u, z, inside, sums, counts, r)
+            f_alpha = _slope(r, trial, step, eps)
+            if abs(f_alpha) <= 1e-12 * abs(slope0) or high - low <= 1e-12:
+                break
+            if f_alpha > 0.0:
+                high, f_high = alpha, f_alpha
+                if side == 1:
+                    f_low *= 0.5
+                side = 1
+            else:
+                low, f_low = alpha, f_alpha
+                if side == -1:
+                    f_high *= 0.5
+                side = -1
+        lam, evaluated = lam + alpha * step, True
     return NOT_CERTIFIED, z, lam, inside, tight
+
+
+@_jit
+def _slope(r: np.ndarray, lam: np.ndarray, step: np.ndarray, eps: float) -> float:
+    """φ'(α⁺), the right derivative of the dual objective ``f = −ψ + ε‖λ‖₁`` along ``step`` at
+    ``lam`` (= λ + α·step), with ``r = C z(lam)`` (∇(−ψ) = −r)."""
+    total = 0.0
+    for j in range(lam.size):
+        if lam[j] > 0.0:
+            direction = 1.0
+        elif lam[j] < 0.0:
+            direction = -1.0
+        else:
+            direction = 1.0 if step[j] > 0.0 else (-1.0 if step[j] < 0.0 else 0.0)
+        total += (eps * direction - r[j]) * step[j]
+    return total
 
 
 @_jit
