@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import cProfile
+import functools
 import pstats
 import statistics
 import time
@@ -159,7 +160,7 @@ def make_steps(
         _prefill(constraint, ref, seed)
         if method.startswith("fused"):
             fused = _FusedCEAG(constraint, DUAL_LR, compiled=method == "fused compiled")
-            steps[method] = _fused_step(model, primal, fused, masks, batches)
+            steps[method] = _trainer_step(model, functools.partial(fused.step, model, primal), masks, batches)
             continue
         if method == "ceag":
             problem, duals = FairnessProblem([constraint], ["ceag"]), [DualConfig(lr=DUAL_LR, optimizer=dual)]
@@ -168,25 +169,18 @@ def make_steps(
         else:
             problem, duals = FairnessProblem([], []), []
         optimizer = build_cooper_optimizer(problem, primal, duals)
-        steps[method] = _trainer_step(model, optimizer, masks, batches)
+        steps[method] = _trainer_step(model, _roll(optimizer, model), masks, batches)
     return steps
 
 
-def _fused_step(model, primal, fused: _FusedCEAG, pruner, batches) -> Callable[[], None]:
-    """:func:`_trainer_step` with the hand-fused CEAG update in place of ``optimizer.roll``."""
-    position = [0]
-    total = [torch.zeros((), dtype=torch.float64)]
-    model.train()
+def _roll(optimizer, model) -> Callable[..., torch.Tensor]:
+    """``optimizer.roll`` on one batch, returning the loss."""
 
-    def step() -> None:
-        inputs, targets, attributes = batches[position[0] % len(batches)]
-        position[0] += 1
-        loss = fused.step(model, primal, inputs, targets, attributes)
-        pruner.apply()
-        total[0] += loss.detach().double().cpu() * len(targets)
+    def update(inputs, targets, attributes) -> torch.Tensor:
+        kwargs = {"model": model, "inputs": inputs, "targets": targets, "attributes": attributes}
+        return optimizer.roll(compute_cmp_state_kwargs=kwargs).loss
 
-    step.model = model  # for the equivalence check
-    return step
+    return update
 
 
 def _prefill(constraint: ExcessAccuracyGap, ref: DenseReference, seed: int) -> None:
@@ -200,8 +194,9 @@ def _prefill(constraint: ExcessAccuracyGap, ref: DenseReference, seed: int) -> N
     assert bool(constraint.buffer.is_full.all())
 
 
-def _trainer_step(model, optimizer, pruner, batches) -> Callable[[], None]:
-    """The body of ``Trainer.train_epoch`` for one batch."""
+def _trainer_step(model, update: Callable[..., torch.Tensor], pruner, batches) -> Callable[[], None]:
+    """The body of ``Trainer.train_epoch`` for one batch: ``update(inputs, targets, attributes)``
+    (the optimizer's roll, or the hand-fused floor), the masks, the loss read back."""
     position = [0]
     total = [torch.zeros((), dtype=torch.float64)]
     model.train()
@@ -209,10 +204,9 @@ def _trainer_step(model, optimizer, pruner, batches) -> Callable[[], None]:
     def step() -> None:
         inputs, targets, attributes = batches[position[0] % len(batches)]
         position[0] += 1
-        kwargs = {"model": model, "inputs": inputs, "targets": targets, "attributes": attributes}
-        rollout = optimizer.roll(compute_cmp_state_kwargs=kwargs)
+        loss = update(inputs, targets, attributes)
         pruner.apply()
-        total[0] += rollout.loss.detach().double().cpu() * len(targets)
+        total[0] += loss.detach().double().cpu() * len(targets)
 
     step.model = model  # for the equivalence check
     return step
