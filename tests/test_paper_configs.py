@@ -33,7 +33,10 @@ TINY = [
 ]
 FIXTURES = {
     "utkface": (make_utkface, ["model.width=0.25"]),
-    "fairface": (make_fairface, []),
+    # The paper's ResNet-34 checkpoint (weights, momentum, masks) is 267 MB, and this pipeline
+    # writes about twenty of them: 5 GB, more than CI's disk holds. MobileNetV2 at width 0.25
+    # runs the same FairFace data path; ResNet-34 itself is built and stepped in test_models.
+    "fairface": (make_fairface, ["model.name=mobilenet_v2", "model.width=0.25"]),
     "cifar100": (make_cifar100, ["model.width=0.25", "ceag.buffer_size=2", "el.buffer_size=2"]),
 }
 

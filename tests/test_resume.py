@@ -1,5 +1,8 @@
 """Resume: N epochs straight equals N/2, save, load into fresh objects, N/2 more (bit-identical)."""
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -182,3 +185,42 @@ def test_a_large_multiplier_is_reported_once():
     ) as w:
         trainer.run(3)
     assert sum("guards.multiplier_warning" in str(x.message) for x in w) == 1
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to simulate a full disk")
+def test_full_disk_is_a_one_line_checkpoint_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    """A full disk while writing (ENOSPC, which torch wraps in a RuntimeError) is a one-line
+    CheckpointError naming the file and the fix; the previous checkpoint and no temp file remain."""
+    import constrained_fairness.training.checkpoint as checkpoint
+
+    trainer = build("sgd")
+    trainer.run(1)
+    target = tmp_path / "c.pt"
+    save_atomic(trainer.state_dict(), target)
+    before = target.read_bytes()
+
+    def to_full_disk(fd: int, mode: str):
+        os.close(fd)
+        return open("/dev/full", mode)  # every flush fails with ENOSPC, as on a full disk
+
+    monkeypatch.setattr(checkpoint.os, "fdopen", to_full_disk)
+    with pytest.raises(CheckpointError) as info:
+        save_atomic({"model": {"w": torch.zeros(1 << 20)}}, target)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"cannot write checkpoint {target}: No space left on device" in message
+    assert "checkpoint.keep_last=1" in message
+    assert target.read_bytes() == before
+    assert not list(tmp_path.glob(".c.pt.*"))
+
+
+def test_other_write_errors_are_not_disguised(tmp_path, monkeypatch):
+    import constrained_fairness.training.checkpoint as checkpoint
+
+    def broken(obj, handle):
+        raise TypeError("cannot pickle a lambda")
+
+    monkeypatch.setattr(checkpoint.torch, "save", broken)
+    with pytest.raises(TypeError, match="cannot pickle a lambda"):
+        save_atomic({"f": 1}, tmp_path / "c.pt")
+    assert not list(tmp_path.glob(".c.pt.*"))

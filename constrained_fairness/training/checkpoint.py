@@ -53,9 +53,26 @@ def save_atomic(obj: Any, path: str | Path) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        cause = _os_error(exc)
+        if cause is None:
+            raise
+        raise CheckpointError(
+            f"cannot write checkpoint {path}: {cause.strerror or cause}; free space in {path.parent}, "
+            "or keep fewer checkpoints (checkpoint.keep_last=1)"
+        ) from exc
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``exc`` (torch wraps a failed write, e.g. a full disk, in a
+    ``RuntimeError`` whose context is the ``OSError``), or None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _fsync_dir(folder: Path) -> None:
