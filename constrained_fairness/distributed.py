@@ -70,7 +70,8 @@ def init_from_environment(device: str) -> torch.device | None:
         return None
     use_cuda = device != "cpu" and torch.cuda.is_available()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        # NCCL for the GPU tensors, gloo for the few host-side ones (barrier, flags, objects)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if use_cuda else "gloo")
     if use_cuda:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local_rank)
@@ -94,8 +95,23 @@ def barrier() -> None:
 
 def all_ranks(flag: bool) -> bool:
     """``flag`` on every rank (a logical and), so that ranks take the same branch."""
+    return bool(all_ranks_flags(torch.tensor([flag]))[0])
+
+
+def all_ranks_flags(flags: torch.Tensor) -> torch.Tensor:
+    """The element-wise logical and of a boolean tensor over ranks (itself without DDP): one
+    small all-reduce, on a device the process group's backend serves (NCCL: this rank's GPU)."""
     if not is_distributed():
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0])
+        return flags
+    value = flags.to(_collective_device(), torch.int32)
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
-    return bool(value.item() > 0)
+    return value.to(flags.device).bool()
+
+
+def _collective_device() -> torch.device:
+    """CPU where the group has a gloo backend (``gloo``, or ``cpu:gloo,cuda:nccl`` as
+    :func:`init_from_environment` sets up), else this rank's GPU (an NCCL-only group, e.g.
+    one the user initialized, has no CPU backend)."""
+    if "gloo" in str(dist.get_backend()) or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device())

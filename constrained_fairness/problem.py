@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .constraints.base import BatchOutputs, GroupConstraint
+from .distributed import all_ranks_flags
 from .precision import autocast
 
 
@@ -69,14 +70,16 @@ class FairnessProblem(cooper.ConstrainedMinimizationProblem):
         return cooper.CMPState(loss=loss, observed_constraints=observed, misc={"batch": batch})
 
     def _check_finite(self, loss: torch.Tensor, observed: dict) -> None:
-        """One device sync: are the loss, the violations and the multipliers finite?"""
+        """One device sync: are the loss, the violations and the multipliers finite? Under
+        DDP the answer is agreed over ranks (one small all-reduce), so that every rank skips
+        or stops at the same batch instead of one rank waiting in the gradient all-reduce."""
         checks = [torch.isfinite(loss).all()]
         for state in observed.values():
             checks.append(torch.isfinite(state.violation).all())
             if state.strict_violation is not None:
                 checks.append(torch.isfinite(state.strict_violation).all())
         multipliers = [torch.isfinite(c.multiplier.weight).all() for c in self.constraints()]
-        flags = torch.stack(checks + multipliers).cpu().tolist()
+        flags = all_ranks_flags(torch.stack(checks + multipliers)).cpu().tolist()
         if all(flags):
             return
         if not all(flags[len(checks) :]):

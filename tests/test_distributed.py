@@ -136,3 +136,70 @@ def test_ddp_shards_drop_the_incomplete_global_batch():
     together = torch.cat([torch.cat([shards[0][k][0], shards[1][k][0]]) for k in range(2)]).flatten()
     assert together.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
     assert len(list(TensorBatches(x, y, a, 4, shuffle=False).epoch(0))) == 3  # one process keeps it
+
+
+NAN_STEP = 2
+
+
+def train_skipping(rank: int, world: int) -> dict[str, torch.Tensor]:
+    """NFT (no constraint: nothing else is all-reduced before the check) where only rank 1's
+    batch ``NAN_STEP`` holds a NaN; a batch that raises NonFiniteBatch is skipped, as the
+    trainer's ``skip`` policy does."""
+    from constrained_fairness.problem import NonFiniteBatch
+
+    (x, y, a), model, net, _, _ = setup(world > 1)
+    problem = FairnessProblem([], [])
+    optimizer = build_cooper_optimizer(problem, torch.optim.SGD(model.parameters(), lr=0.1), [])
+    local = GLOBAL_BATCH // world
+    skipped = []
+    for step in range(STEPS):
+        start = step * GLOBAL_BATCH + rank * local
+        inputs = x[start : start + local].clone()
+        if rank == 1 and step == NAN_STEP:
+            inputs[0, 0] = float("nan")
+        batch = slice(start, start + local)
+        try:
+            optimizer.roll({"model": net, "inputs": inputs, "targets": y[batch], "attributes": a[batch]})
+        except NonFiniteBatch:
+            optimizer.zero_grad()
+            skipped.append(step)
+    return {
+        "skipped": torch.tensor(skipped),
+        **{k: v.detach().clone() for k, v in model.state_dict().items()},
+    }
+
+
+def skipping_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    from datetime import timedelta
+
+    # A rank left waiting in a collective fails after 60 s instead of hanging the suite.
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
+    )
+    try:
+        torch.save(train_skipping(rank, world), Path(out) / f"skip{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_non_finite_batch_on_one_rank_is_skipped_on_every_rank(tmp_path):
+    mp.spawn(skipping_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"skip{r}.pt", weights_only=True) for r in range(2)]
+    assert ranks[0]["skipped"].tolist() == ranks[1]["skipped"].tolist() == [NAN_STEP]
+    for key in ranks[0]:
+        assert torch.equal(ranks[0][key], ranks[1][key]), key
+    assert all(torch.isfinite(v).all() for k, v in ranks[0].items() if k != "skipped")
+
+
+@pytest.mark.parametrize(
+    ("backend", "expected"),
+    [("gloo", "cpu"), ("cpu:gloo,cuda:nccl", "cpu"), ("nccl", "cuda:3")],
+)
+def test_host_flags_go_where_the_backend_serves_them(monkeypatch, backend, expected):
+    """An NCCL-only group has no CPU backend: the epoch's divergence flag must go to the GPU."""
+    from constrained_fairness import distributed
+
+    monkeypatch.setattr(distributed.dist, "get_backend", lambda group=None: backend)
+    monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(distributed.torch.cuda, "current_device", lambda: 3)
+    assert distributed._collective_device() == torch.device(expected)
