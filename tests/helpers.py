@@ -47,3 +47,15 @@ logging: {{wandb: disabled, tensorboard: false, progress: never}}
     path = tmp_path / "tiny.yaml"
     path.write_text(text)
     return path
+
+
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series in one TensorBoard run folder, as TensorBoard shows it: ``(step,
+    value)`` pairs in order, after its purge of events that a restart (``purge_step``) hid."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    return {
+        tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
+    }

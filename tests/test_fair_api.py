@@ -23,6 +23,8 @@ from constrained_fairness.constraints.base import BatchOutputs
 from constrained_fairness.errors import CheckpointError, ConfigError, DataError
 from constrained_fairness.fair_api import EarlyStopping, MeanPredictionGap, attribute_gaps
 
+from .helpers import tensorboard_scalars
+
 pytestmark = pytest.mark.filterwarnings("ignore:.*training rows cannot fill")
 
 EPS = 0.05
@@ -413,7 +415,30 @@ def test_logging_writes_history_and_tensorboard(tmp_path):
     trainer.fit(train, val, epochs=2, verbose=0)
     lines = (tmp_path / "logs" / "history.jsonl").read_text().splitlines()
     assert len(lines) == 2 and '"val_fairness_gap"' in lines[0]
-    assert list((tmp_path / "logs" / "tensorboard").glob("events.*"))
+    scalars = tensorboard_scalars(tmp_path / "logs" / "tensorboard" / "fair_trainer")
+    losses = scalars["fair_trainer/train_loss"]
+    assert losses == [
+        (1, pytest.approx(trainer.history["train_loss"][0])),
+        (2, pytest.approx(trainer.history["train_loss"][1])),
+    ]
+
+
+def test_tensorboard_after_loading_a_checkpoint_shows_each_epoch_once(tmp_path):
+    """fit 2 epochs, checkpoint, fit 2 more, reload the checkpoint and fit 2 again: TensorBoard
+    shows epochs 1-4 once each, epochs 3-4 from the last fit (the earlier ones are purged)."""
+    trainer, train, val, _ = small_setup(log_dir=tmp_path / "logs", tensorboard=True)
+    trainer.fit(train, val, epochs=2, verbose=0)
+    trainer.save_checkpoint(tmp_path / "c.pt")
+    trainer.fit(train, val, epochs=2, verbose=0)
+    first_attempt = trainer.history["train_loss"][2:]
+    trainer.load_checkpoint(tmp_path / "c.pt")
+    trainer.optimizer.param_groups[0]["lr"] *= 3  # so that the second attempt's losses differ
+    trainer.fit(train, val, epochs=2, verbose=0)
+    second_attempt = trainer.history["train_loss"][2:]
+    assert second_attempt != first_attempt
+    shown = tensorboard_scalars(tmp_path / "logs" / "tensorboard" / "fair_trainer")["fair_trainer/train_loss"]
+    assert [step for step, _ in shown] == [1, 2, 3, 4]
+    assert [value for _, value in shown[2:]] == pytest.approx(second_attempt)
 
 
 def test_verbose_prints_every_log_interval(capsys):

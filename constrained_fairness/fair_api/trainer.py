@@ -87,7 +87,7 @@ class FairTrainer:
         early_stopping_metric: ``best_feasible`` (default) or ``loss``; see :mod:`.early_stopping`.
         log_dir: if given, ``history.jsonl`` plus TensorBoard and/or wandb logs go there.
         wandb_mode: ``disabled`` (default), ``offline`` or ``online``.
-        tensorboard: write TensorBoard event files to ``log_dir``.
+        tensorboard: write TensorBoard event files to ``log_dir/tensorboard/fair_trainer``.
     """
 
     def __init__(
@@ -360,6 +360,8 @@ class FairTrainer:
         if isinstance(log_interval, bool) or not isinstance(log_interval, int) or log_interval < 1:
             raise ConfigError(f"log_interval must be an int >= 1, got {log_interval!r}")
         logger = self._logger()
+        if logger is not None:  # events after this epoch from an earlier fit are hidden (resume)
+            logger.begin_stage("fair_trainer", self.epoch)
         try:
             for _ in range(epochs):
                 lr = float(self.optimizer.param_groups[0]["lr"])

@@ -44,22 +44,47 @@ class RunLogger:
     ) -> None:
         self.run_dir = Path(run_dir)
         self.history_path = self.run_dir / "history.jsonl"
-        self._tb = None
+        self._tensorboard = tensorboard
+        self._tb: Any = None  # the current stage's SummaryWriter, opened on first use
         self._wandb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
-            except Exception as exc:  # pragma: no cover - depends on the environment
-                warnings.warn(f"TensorBoard logging disabled: {exc}", stacklevel=2)
         if wandb_mode == "offline" and os.environ.get("WANDB_SWEEP_ID"):
             wandb_mode = "online"  # a run launched by `wandb agent` reports to its sweep
         if wandb_mode != "disabled":
             self._wandb = _start_wandb(self.run_dir, config, wandb_mode, resume)
 
+    def begin_stage(self, stage: str, step: int) -> None:
+        """Send TensorBoard events to ``tensorboard/<stage>/`` from here on, starting at a
+        state whose events up to ``step`` are already logged (a fresh stage or a checkpoint).
+
+        The writer opens with ``purge_step = step + 1``: events of an earlier, killed attempt
+        of this stage logged after that state are hidden by TensorBoard, so a resumed run shows
+        each step once. One folder per stage keeps the purge away from other stages' step axes.
+        """
+        self._open_tensorboard(self.run_dir / "tensorboard" / stage, purge_step=step + 1)
+
+    def _open_tensorboard(self, folder: Path, purge_step: int | None = None) -> None:
+        if not self._tensorboard:
+            return
+        if self._tb is not None:
+            self._tb.close()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+        except Exception as exc:  # pragma: no cover - depends on the environment
+            warnings.warn(f"TensorBoard logging disabled: {exc}", stacklevel=2)
+            self._tensorboard, self._tb = False, None
+
+    def flush(self) -> None:
+        """Put everything logged so far on disk (before a checkpoint: a run killed after it
+        resumes from there, so nothing logged before it may be lost)."""
+        if self._tb is not None:
+            self._tb.flush()
+
     def log_scalars(self, scalars: Mapping[str, Any], step: int) -> None:
         flat = flatten(scalars)
+        if self._tb is None and self._tensorboard:  # no stage begun: one writer for the run
+            self._open_tensorboard(self.run_dir / "tensorboard")
         if self._tb is not None:
             for name, value in flat.items():
                 self._tb.add_scalar(name, value, step)
@@ -82,6 +107,7 @@ class RunLogger:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+            self._tb = None
         if self._wandb is not None:
             with contextlib.suppress(Exception):
                 self._wandb.finish(quiet=True)

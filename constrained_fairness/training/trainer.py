@@ -126,10 +126,18 @@ class Trainer:
             if self.logger is not None and self.log_every and self.step % self.log_every == 0:
                 self.logger.log_scalars({f"{self.name}/step": self._step_scalars(rollout)}, self.step)
             if self.checkpointer is not None and self.every_steps and self.step % self.every_steps == 0:
-                self.checkpointer.save(self.state_dict(), self.epoch, self.batch)
+                self._save_checkpoint(self.batch)
         loss = float(self.partial_loss / max(self.partial_rows, 1))
         self.batch, self.partial_loss, self.partial_rows = 0, torch.zeros((), dtype=torch.float64), 0
         return loss
+
+    def _save_checkpoint(self, batch: int) -> None:
+        """Checkpoint after ``batch`` batches of the current epoch, with the logs flushed first
+        (a run resumed from this checkpoint re-logs nothing before it)."""
+        assert self.checkpointer is not None
+        if self.logger is not None:
+            self.logger.flush()
+        self.checkpointer.save(self.state_dict(), self.epoch, batch)
 
     def _non_finite(self, exc: NonFiniteBatch) -> None:
         where = f"stage {self.name!r}, epoch {self.epoch}, batch {self.batch}"
@@ -170,6 +178,8 @@ class Trainer:
         """Train until ``self.epoch == until``; evaluate, log and checkpoint after each epoch
         (and every ``every_steps`` steps)."""
         self.checkpointer = checkpointer
+        if self.logger is not None:
+            self.logger.begin_stage(self.name, self.step)
         bar = tqdm(total=until, initial=self.epoch, desc=self.name, disable=not self.progress, leave=False)
         while self.epoch < until:
             if self.pruner is not None and self.sparsity_at is not None:
@@ -195,7 +205,7 @@ class Trainer:
             self._track_best(evaluation)
             self.epoch += 1
             if checkpointer is not None:
-                checkpointer.save(self.state_dict(), self.epoch, 0)
+                self._save_checkpoint(0)
             bar.update(1)
             bar.set_postfix(
                 acc=f"{evaluation['val'].stats.overall_accuracy:.4f}" if "val" in evaluation else ""
