@@ -59,3 +59,39 @@ def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     return {
         tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
     }
+
+
+def wandb_history(run_dir: Path) -> list[dict[str, float]]:
+    """The history rows of the offline wandb run under ``run_dir/wandb``, read from its
+    ``run-*.wandb`` file: a LevelDB-format log (32 KiB blocks; each chunk has a 7-byte
+    header: crc32c, little-endian length, type 1 full / 2 first / 3 middle / 4 last) of
+    ``wandb_internal_pb2.Record`` protobufs, after a 7-byte ``:W&B`` file header."""
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    data, block, pos = path.read_bytes(), 32768, 7
+    assert data[:4] == b":W&B"
+    rows, chunks = [], []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if left < 7 or (length == 0 and kind == 0):  # block trailer or zero padding
+            pos += left
+            continue
+        chunks.append(data[pos + 7 : pos + 7 + length])
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(chunks))
+            chunks = []
+            if record.WhichOneof("record_type") == "history":
+                rows.append(
+                    {
+                        item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                        for item in record.history.item
+                    }
+                )
+    return rows

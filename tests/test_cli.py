@@ -12,7 +12,7 @@ import pytest
 
 from constrained_fairness.cli import main
 
-from .helpers import tiny_config, write_synthetic_csv
+from .helpers import tensorboard_scalars, tiny_config, wandb_history, write_synthetic_csv
 
 SPLITS = ("train", "val", "test")
 
@@ -67,6 +67,31 @@ def test_run_writes_the_run_folder(tmp_path):
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history if r["method"] == "ceag"] == [1, 2, 3]  # branch at the last GMP epoch
     assert {r["method"] for r in history} == {"dense", "gmp", "nft", "el", "ceag"}
+
+
+def test_wandb_and_tensorboard_show_every_stage_on_its_own_step_axis(tmp_path, monkeypatch):
+    """Each method restarts at the pruning stage's last step. wandb (offline, its run file
+    read back) and TensorBoard must both hold every stage's epoch records, as history.jsonl."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    config = tiny_config(tmp_path, methods="[nft, ceag]")
+    run = tmp_path / "run"
+    overrides = ["--set", "logging.wandb=offline", "--set", "logging.tensorboard=true"]
+    assert main(["run", str(config), "--output", str(run), "--quiet", *overrides]) == 0
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    import wandb
+
+    wandb.teardown()  # wandb's service process writes the run file; stop it so the file is complete
+    rows = wandb_history(run)
+    for stage in ("dense", "gmp", "nft", "ceag"):
+        expected = [(r["step"], r["train_loss"]) for r in history if r["method"] == stage]
+        assert expected, stage
+        axis, loss = f"{stage}/global_step", f"{stage}/train_loss"
+        logged = [(row[axis], row[loss]) for row in rows if loss in row]
+        assert logged == [(step, pytest.approx(value)) for step, value in expected], stage
+        shown = tensorboard_scalars(run / "tensorboard" / stage)[loss]
+        assert shown == [(step, pytest.approx(value)) for step, value in expected], stage
+    nft, ceag = (min(r["step"] for r in history if r["method"] == m) for m in ("nft", "ceag"))
+    assert nft == ceag  # the step axes overlap: one shared axis would have dropped ceag's records
 
 
 def test_resume_of_a_finished_run_reproduces_its_metrics(tmp_path):

@@ -47,6 +47,7 @@ class RunLogger:
         self._tensorboard = tensorboard
         self._tb: Any = None  # the current stage's SummaryWriter, opened on first use
         self._wandb = None
+        self._wandb_defined: set[str] = set()  # stages whose wandb x-axis is defined
         if wandb_mode == "offline" and os.environ.get("WANDB_SWEEP_ID"):
             wandb_mode = "online"  # a run launched by `wandb agent` reports to its sweep
         if wandb_mode != "disabled":
@@ -90,10 +91,25 @@ class RunLogger:
                 self._tb.add_scalar(name, value, step)
         if self._wandb is not None:
             try:
-                self._wandb.log(flat, step=step)
+                self._wandb.log({**flat, **self._wandb_axes(flat, step)})
             except Exception as exc:  # pragma: no cover
                 warnings.warn(f"wandb logging disabled: {exc}", stacklevel=2)
                 self._wandb = None
+
+    def _wandb_axes(self, flat: Mapping[str, float], step: int) -> dict[str, int]:
+        """``{"<stage>/global_step": step}`` for each stage (first name segment) in ``flat``.
+
+        Stages have their own step axes (every method restarts at the pruning stage's last
+        step), and wandb drops any ``log(..., step=s)`` with ``s`` below the largest step seen:
+        it would keep only the first method. So each stage's metrics get their own x-axis
+        (``define_metric(stage + "/*", step_metric=stage + "/global_step")``) and wandb's own
+        ``_step`` just counts the calls."""
+        axes = {name.split("/", 1)[0] for name in flat}
+        for axis in sorted(axes - self._wandb_defined):
+            self._wandb.define_metric(f"{axis}/global_step", hidden=True)
+            self._wandb.define_metric(f"{axis}/*", step_metric=f"{axis}/global_step")
+            self._wandb_defined.add(axis)
+        return {f"{axis}/global_step": step for axis in axes}
 
     def log_record(self, record: Mapping[str, Any]) -> None:
         """Append one epoch record to ``history.jsonl`` and log its scalars."""
