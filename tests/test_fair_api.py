@@ -423,9 +423,15 @@ def test_logging_writes_history_and_tensorboard(tmp_path):
     ]
 
 
-def test_tensorboard_after_loading_a_checkpoint_shows_each_epoch_once(tmp_path):
+def test_tensorboard_after_loading_a_checkpoint_shows_each_epoch_once(tmp_path, monkeypatch):
     """fit 2 epochs, checkpoint, fit 2 more, reload the checkpoint and fit 2 again: TensorBoard
-    shows epochs 1-4 once each, epochs 3-4 from the last fit (the earlier ones are purged)."""
+    shows epochs 1-4 once each, epochs 3-4 from the last fit (the earlier ones are purged).
+
+    The event-file counter starts at 9, so the three files' counters (9, 10, 11) would sort
+    out of order as text if they were opened within the same second."""
+    from tensorboard.summary.writer import event_file_writer
+
+    monkeypatch.setattr(event_file_writer, "_global_uid", event_file_writer.AtomicCounter(9))
     trainer, train, val, _ = small_setup(log_dir=tmp_path / "logs", tensorboard=True)
     trainer.fit(train, val, epochs=2, verbose=0)
     trainer.save_checkpoint(tmp_path / "c.pt")

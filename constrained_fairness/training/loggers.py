@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import time
 import uuid
 import warnings
 from collections.abc import Mapping
@@ -68,6 +70,7 @@ class RunLogger:
             return
         if self._tb is not None:
             self._tb.close()
+        _wait_for_a_later_second(folder)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -127,6 +130,25 @@ class RunLogger:
         if self._wandb is not None:
             with contextlib.suppress(Exception):
                 self._wandb.finish(quiet=True)
+
+
+_EVENT_FILE = re.compile(r"^events\.out\.tfevents\.(\d+)\.")
+
+
+def _wait_for_a_later_second(folder: Path) -> None:
+    """Sleep until the clock's second is past that of every event file in ``folder``.
+
+    TensorBoard reads a folder's event files in name order, and a name is
+    ``events.out.tfevents.<second>.<host>.<pid>.<counter>``: two files opened in the same
+    second sort by pid and by the counter as text (``10`` before ``9``), which can replay an
+    earlier attempt, and its purge, after a later one. A strictly later second keeps name order
+    chronological; it costs up to 1 s, only when one folder gets two writers within a second.
+    """
+    seconds = [int(m[1]) for p in folder.glob("events.out.tfevents.*") if (m := _EVENT_FILE.match(p.name))]
+    if seconds:
+        delay = max(seconds) + 1 - time.time()
+        if delay > 0:
+            time.sleep(delay)
 
 
 def _start_wandb(run_dir: Path, config: dict, mode: str, resume: bool = False) -> Any:
