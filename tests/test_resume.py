@@ -177,6 +177,27 @@ def test_non_finite_batches_stop_or_are_skipped_and_counted(tmp_path):
     assert all(bool(torch.isfinite(p).all()) for p in skipping.model.parameters())
 
 
+def test_a_skipped_batch_leaves_the_replay_buffers_as_they_were():
+    """EL+RB buffers per-sample losses: the skipped batch's NaN loss must not enter the buffer
+    (it would make every later strict violation non-finite, and those batches skipped too)."""
+    from constrained_fairness.constraints import EqualizedLoss
+
+    trainer = build("sgd")
+    equalized = EqualizedLoss(Grouping.single(G), 0.05, buffer_size=40)
+    trainer.problem = FairnessProblem([equalized], ["el"])
+    trainer.optimizer = build_cooper_optimizer(
+        trainer.problem, trainer.primal_optimizer, [DualConfig(lr=0.5)]
+    )
+    trainer.nonfinite = "skip"
+    trainer.batches.inputs[40, 0] = float("nan")  # one row: one batch of each epoch
+    # the samples of every batch without the NaN row, over the 2 epochs
+    pushed = sum(len(y) for e in range(2) for x, y, _ in trainer.batches.epoch(e) if not x.isnan().any())
+    trainer.run(2)
+    assert trainer.skipped == 2  # that batch, once per epoch, and no other
+    assert bool(torch.isfinite(equalized.buffer.values).all())
+    assert float(equalized.seen.sum()) == pushed
+
+
 def test_a_large_multiplier_is_reported_once():
     trainer = build("sgd")
     trainer.multiplier_warning = 1e-9

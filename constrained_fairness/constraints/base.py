@@ -93,6 +93,8 @@ class GroupConstraint(cooper.Constraint, abc.ABC):
         return self.multiplier.weight.detach().flatten().clone()
 
     def state_dict(self) -> dict:
+        """A copy of the constraint's own state (buffers, counts): checkpointed, and restored
+        by the trainer when a non-finite batch is skipped. Stateless constraints: ``{}``."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:

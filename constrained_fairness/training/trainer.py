@@ -111,10 +111,12 @@ class Trainer:
                 t.to(self.device, non_blocking=True) for t in (inputs, targets, attributes)
             )
             kwargs = {"model": self.net, "inputs": inputs, "targets": targets, "attributes": attributes}
+            # a batch may be skipped: its constraint statistics (replay buffers, counts) must not stay
+            saved = self._constraint_states() if self.nonfinite == "skip" else None
             try:
                 rollout = self.optimizer.roll(compute_cmp_state_kwargs=kwargs)
             except NonFiniteBatch as exc:  # raised before any parameter or multiplier moved
-                self._non_finite(exc)
+                self._non_finite(exc, saved)
                 continue
             finally:
                 self.batch += 1
@@ -139,14 +141,23 @@ class Trainer:
             self.logger.flush()
         self.checkpointer.save(self.state_dict(), self.epoch, batch)
 
-    def _non_finite(self, exc: NonFiniteBatch) -> None:
+    def _constraint_states(self) -> dict[str, dict]:
+        """Each constraint's own state (buffers, counts), copied."""
+        return {name: c.state_dict() for name, c in self.problem.named_constraints()}
+
+    def _non_finite(self, exc: NonFiniteBatch, saved: dict[str, dict] | None) -> None:
+        """Skip the batch (``skip`` policy: the constraint states go back to ``saved``, taken
+        before it), or raise :class:`TrainingDiverged`. Cooper's ``roll`` has zeroed the
+        gradients before the forward pass and taken no step, so nothing else moved."""
         where = f"stage {self.name!r}, epoch {self.epoch}, batch {self.batch}"
         what = exc.what
         weights_ok = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
         if not weights_ok:
             what = f"{what} (the model's parameters are no longer finite)"
         if self.nonfinite == "skip" and not exc.fatal and weights_ok:
-            self.optimizer.zero_grad()
+            assert saved is not None
+            for name, constraint in self.problem.named_constraints():
+                constraint.load_state_dict(saved[name])
             self.skipped += 1
             return
         hint = "" if exc.fatal or not weights_ok else ", or set guards.nonfinite: skip"
