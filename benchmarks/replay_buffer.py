@@ -47,10 +47,6 @@ class DequeBuffer:
         return ids, [sum(self.deques[g]) / k for g in ids]
 
 
-def library_query(buffer: ReplayBuffer) -> tuple[torch.Tensor, torch.Tensor]:
-    return buffer.full_means()
-
-
 def stream(batches: int, batch: int, groups: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     gen = torch.Generator().manual_seed(seed)
     return [
@@ -69,7 +65,7 @@ def verify(data, groups: int, size: int) -> int:
     for values, g in data:
         ours.push(values, g)
         ref.push(values, g)
-        ids, means = library_query(ours)
+        ids, means = ours.full_means()
         ref_ids, ref_means = ref.query()
         assert ids.tolist() == ref_ids, "the two buffers disagree on which groups are full"
         assert torch.allclose(means, torch.tensor(ref_means, dtype=means.dtype), atol=1e-6)
@@ -86,11 +82,11 @@ def profile(data, groups: int, size: int, top: int = 12) -> dict[str, float]:
     buffer = ReplayBuffer(groups, size)
     for values, g in data:  # fill, warm up
         buffer.push(values, g)
-        library_query(buffer)
+        buffer.full_means()
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         for values, g in data:
             buffer.push(values, g)
-            library_query(buffer)
+            buffer.full_means()
     events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in events)
     print(
@@ -117,7 +113,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--profile", action="store_true", help="also profile the library's ops")
     args = parser.parse_args(argv)
     repetitions, calls = (3, 50) if args.quick else (21, 500)
-    torch.set_num_threads(torch.get_num_threads())
     data = stream(calls, args.batch, args.groups, seed=0)
     checked = verify(data, args.groups, args.size)
     ours, ref = ReplayBuffer(args.groups, args.size), DequeBuffer(args.groups, args.size)
@@ -125,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     def run_ours() -> None:
         for values, g in data:
             ours.push(values, g)
-            library_query(ours)
+            ours.full_means()
 
     def run_ref() -> None:
         for values, g in data:
@@ -140,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             start = time.perf_counter()
             fn()
             times[name].append(1e3 * (time.perf_counter() - start) / calls)
-    ids, means = library_query(ours)  # same stream, same state: the timed buffers agree too
+    ids, means = ours.full_means()  # same stream, same state: the timed buffers agree too
     ref_ids, ref_means = ref.query()
     assert ids.tolist() == ref_ids and torch.allclose(means, torch.tensor(ref_means), atol=1e-6)
     ours_ms, ref_ms = statistics.median(times["ours"]), statistics.median(times["deque"])

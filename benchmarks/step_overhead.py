@@ -135,6 +135,8 @@ def make_steps(
     torch.manual_seed(seed)
     if s.model == "mlp":
         x, y, a, grouping = tabular_data(s, seed)
+        # the label (107-128-64-2) and the table's group count (10) describe this data
+        assert (x.shape[1], grouping.num_groups) == (107, 10), (x.shape[1], grouping.num_groups)
         base = build_model("mlp", x.shape[1], 2, (128, 64))
     else:
         x, y, a, grouping = image_data(s, seed)
@@ -405,14 +407,14 @@ def profile(s: Setting, dual: str, device: str, count: int, top: int) -> dict[st
         n, c = 1e3 * cum["nft"][label], 1e3 * cum["ceag"][label]
         shares[label.strip()] = (c - n) / (1e3 * extra) if extra > 0 else float("nan")
         print(f"{label:<44} {n:>7.3f} {c:>8.3f} {c - n:>8.3f} {100 * shares[label.strip()]:>5.0f}%")
-    ops = _op_profile(steps, count, device)
+    ops = _op_profile(steps, count)
     print(f"{'torch op (torch.profiler self CPU time per step)':<50} {'extra ms':>8}")
     for name, d in ops[:top]:
         print(f"{name:<50} {d:>8.3f}")
     return shares
 
 
-def _op_profile(steps: dict[str, Callable[[], None]], count: int, device: str) -> list[tuple[str, float]]:
+def _op_profile(steps: dict[str, Callable[[], None]], count: int) -> list[tuple[str, float]]:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 

@@ -1,8 +1,14 @@
-"""Shared test helpers: tiny synthetic data in the real CSV format, and tiny configs."""
+"""Shared test helpers: tiny synthetic data in the real CSV format, tiny configs, the CLI as a
+subprocess, scripts loaded as modules, and the TensorBoard and wandb logs read back."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -95,3 +101,24 @@ def wandb_history(run_dir: Path) -> list[dict[str, float]]:
                     }
                 )
     return rows
+
+
+def cfair(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m constrained_fairness *args`` in ``cwd`` (wandb disabled, 300 s limit);
+    ``env`` adds to or overrides the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "constrained_fairness", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "WANDB_MODE": "disabled", **(env or {})},
+        timeout=300,
+    )
+
+
+def load_script(path: Path) -> ModuleType:
+    """A script (a benchmark, an example) imported as a module, so tests can call its ``main``."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

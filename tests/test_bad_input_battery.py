@@ -20,7 +20,6 @@ import pickle
 import re
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import tiny_config, write_synthetic_csv
+from .helpers import cfair, tiny_config, write_synthetic_csv
 from .image_fixtures import make_cifar100, make_utkface
 
 REPO = Path(__file__).resolve().parents[1]
@@ -246,7 +245,7 @@ def unknown_constraint_type(ctx: Context) -> list[str]:
     return ctx.tabular("--set", "methods=[constrained]", constraints="[{type: demographic_parityy}]")
 
 
-@case(r"(?i)(ceag\.dual|dual.*l(earning )?r(ate)?|multiplier|non-finite)")
+@case(r"ceag\.dual\.lr must be > 0 and at most 3\.4e\+38.*got inf")
 def dual_lr_infinite(ctx: Context) -> list[str]:
     return ctx.tabular("--set", "ceag.dual.lr=.inf")
 
@@ -348,20 +347,15 @@ class Outcome:
 
 def _run(outcome: Outcome) -> Outcome:
     env = {
-        **os.environ,
-        "WANDB_MODE": "disabled",
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
     }
     start = time.perf_counter()
-    command = [sys.executable, "-m", "constrained_fairness", "run", *outcome.args]
     try:
-        outcome.result = subprocess.run(
-            command, capture_output=True, text=True, cwd=outcome.folder, env=env, timeout=300
-        )
+        outcome.result = cfair("run", *outcome.args, cwd=outcome.folder, env=env)
     except subprocess.TimeoutExpired as exc:  # reported by the case's test, not as a fixture error
         stderr = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
-        outcome.result = subprocess.CompletedProcess(command, -9, "", f"{stderr}\n<timed out after 300 s>")
+        outcome.result = subprocess.CompletedProcess(exc.cmd, -9, "", f"{stderr}\n<timed out after 300 s>")
     outcome.seconds = time.perf_counter() - start
     return outcome
 

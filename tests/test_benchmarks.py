@@ -5,35 +5,30 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from .helpers import load_script
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
+def _load(name: str):
+    return load_script(BENCHMARKS / f"{name}.py")
+
+
 def test_group_scaling_benchmark_runs(capsys):
-    spec = importlib.util.spec_from_file_location("group_scaling", BENCHMARKS / "group_scaling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load("group_scaling")
     result = module.main(["--quick", "--groups", "50"])
     assert result["ratio"] > 0 and result["ms_2"] > 0 and result["ms_50"] > 0
     assert "ratio 50/2" in capsys.readouterr().out
 
 
 def test_projection_speed_benchmark_runs(capsys):
-    spec = importlib.util.spec_from_file_location("projection_speed", BENCHMARKS / "projection_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load("projection_speed")
     result = module.main(["--quick"])
     parts = result["breakdown"]
     assert result[64]["ours_ms"] > 0 and parts["total"] > 0 and parts["total, numpy solver"] > 0
     assert "compiled kernels" in parts or importlib.util.find_spec("numba") is None
     out = capsys.readouterr().out
     assert "P3 projection forward+backward" in out and "breakdown of ours at b=64" in out
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_step_overhead_benchmark_runs(capsys):

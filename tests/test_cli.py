@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from constrained_fairness.cli import main
 
-from .helpers import tensorboard_scalars, tiny_config, wandb_history, write_synthetic_csv
+from .helpers import cfair, tensorboard_scalars, tiny_config, wandb_history, write_synthetic_csv
 
 SPLITS = ("train", "val", "test")
-
-
-def cfair(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    return subprocess.run(
-        [sys.executable, "-m", "constrained_fairness", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
 
 
 def test_run_writes_the_run_folder(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -62,10 +64,14 @@ def train(rank: int, world: int) -> dict[str, torch.Tensor]:
     }
 
 
-def worker(rank: int, world: int, init_file: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+def worker(rank: int, world: int, init_file: str, out: str, run: Callable = train) -> None:
+    """One gloo rank: ``run(rank, world)`` saved to ``out/rank<rank>.pt``. A rank left waiting
+    in a collective fails after 60 s instead of hanging the suite."""
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
+    )
     try:
-        torch.save(train(rank, world), Path(out) / f"rank{rank}.pt")
+        torch.save(run(rank, world), Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -169,22 +175,9 @@ def train_skipping(rank: int, world: int) -> dict[str, torch.Tensor]:
     }
 
 
-def skipping_worker(rank: int, world: int, init_file: str, out: str) -> None:
-    from datetime import timedelta
-
-    # A rank left waiting in a collective fails after 60 s instead of hanging the suite.
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
-    )
-    try:
-        torch.save(train_skipping(rank, world), Path(out) / f"skip{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
 def test_a_non_finite_batch_on_one_rank_is_skipped_on_every_rank(tmp_path):
-    mp.spawn(skipping_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"skip{r}.pt", weights_only=True) for r in range(2)]
+    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(tmp_path), train_skipping), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert ranks[0]["skipped"].tolist() == ranks[1]["skipped"].tolist() == [NAN_STEP]
     for key in ranks[0]:
         assert torch.equal(ranks[0][key], ranks[1][key]), key

@@ -99,7 +99,7 @@ def test_html_report_is_one_offline_file_with_every_plot(sweep):
     assert "Verdicts" in text and "Configuration" in text and "ceag — test" in text
 
 
-def test_compare_builds_a_table_and_curves_from_a_sweep_folder(sweep, tmp_path, capsys):
+def test_compare_builds_a_table_and_curves_from_a_sweep_folder(sweep, tmp_path):
     out = tmp_path / "cmp"
     assert main(["compare", str(sweep), "--output", str(out)]) == 0
     table = (out / "compare.md").read_text()
