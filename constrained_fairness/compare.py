@@ -23,8 +23,8 @@ import yaml
 
 from .aggregate import mean_std
 from .errors import DataError
-from .html_report import CSS, _e, _figures, _table
-from .report import _new_figure, _save_figure, atomic_write_text, fmt
+from .html_report import _e, _figures, _page, _table
+from .report import _md_escape, _md_table, _new_figure, _save_figure, atomic_write_text, fmt
 
 
 def find_runs(paths: Sequence[str]) -> list[Path]:
@@ -165,8 +165,8 @@ def write_comparison(paths: Sequence[str], output: str | Path) -> Path:
     plot_curves(rows, "test_accuracy", "test accuracy", plots / "sparsity_vs_accuracy.png", tolerance)
     header = [title for _, title in COLUMNS]
     lines = ["# Comparison of runs", "", f"{len(runs)} runs: " + ", ".join(str(r["path"]) for r in runs), ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(row[key]) for key, _ in COLUMNS) + " |" for row in rows]
+    cells = [[_md_escape(_cell(row[key])) for key, _ in COLUMNS] for row in rows]
+    lines.append(_md_table(header, cells, ["l", "r", "r", "l", "r", "r", "r", "r", "r"]))
     lines += [
         "",
         "![sparsity vs max EAG](plots/sparsity_vs_max_eag.png)",
@@ -176,10 +176,10 @@ def write_comparison(paths: Sequence[str], output: str | Path) -> Path:
     ]
     report = atomic_write_text(output / "compare.md", "\n".join(lines))
     html_rows = [[_e(_cell(row[key])) for key, _ in COLUMNS] for row in rows]
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>cfair compare</title>'
-        f"<style>{CSS}</style></head><body><h1>Comparison of {len(runs)} runs</h1>"
-        f"{_table('Runs and methods', header, html_rows)}<h2>Curves</h2>{_figures(plots)}</body></html>\n"
+    page = _page(
+        "cfair compare",
+        f"<h1>Comparison of {len(runs)} runs</h1>"
+        f"{_table('Runs and methods', header, html_rows)}<h2>Curves</h2>{_figures(plots)}",
     )
     atomic_write_text(output / "compare.html", page)
     return report

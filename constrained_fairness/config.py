@@ -13,6 +13,7 @@ import hashlib
 import json
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ METHODS = ("nft", "nft_es", "el", "el_rb", "ceag", "constrained", "reweighting",
 DATASETS = ("adult", "csv", "utkface", "fairface", "cifar100")
 DEFAULT_METHODS = ("nft", "nft_es", "el", "ceag")
 RATE_TYPES = ("demographic_parity", "equal_opportunity", "equalized_odds")
+THRESHOLD_RULES = ("demographic_parity", "equal_opportunity")
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "adult_default.yaml"
 
 
@@ -228,9 +230,7 @@ class ExperimentConfig:
         _require(0.0 <= p.sparsity < 1.0, f"pruning.sparsity must lie in [0, 1), got {p.sparsity}; e.g. 0.95")
         _require(p.epochs >= 1, f"pruning.epochs must be >= 1, got {p.epochs}")
         _require(f.epochs >= 0, f"finetune.epochs must be >= 0, got {f.epochs}")
-        _require(
-            p.scope in ("layerwise", "global"), f"pruning.scope must be layerwise or global, got {p.scope!r}"
-        )
+        _require_one_of("pruning.scope", p.scope, ("layerwise", "global"))
         for key, value in (("ceag.tolerance", self.ceag.tolerance), ("el.tolerance", self.el.tolerance)):
             _require(value >= 0, f"{key} must be >= 0, got {value}; a tolerance is a non-negative gap")
         _require(self.ceag.buffer_size >= 1, f"ceag.buffer_size must be >= 1, got {self.ceag.buffer_size}")
@@ -238,14 +238,8 @@ class ExperimentConfig:
             self.el.buffer_size >= 1,
             f"el.buffer_size (of method el_rb) must be >= 1, got {self.el.buffer_size}",
         )
-        _require(
-            self.ceag.overall_estimate in ("weighted", "unweighted"),
-            f"ceag.overall_estimate must be weighted or unweighted, got {self.ceag.overall_estimate!r}",
-        )
-        _require(
-            self.thresholds.rule in ("demographic_parity", "equal_opportunity"),
-            f"thresholds.rule must be demographic_parity or equal_opportunity, got {self.thresholds.rule!r}",
-        )
+        _require_one_of("ceag.overall_estimate", self.ceag.overall_estimate, ("weighted", "unweighted"))
+        _require_one_of("thresholds.rule", self.thresholds.rule, THRESHOLD_RULES)
         e = self.evaluation
         _require(
             e.bootstrap_resamples >= 1,
@@ -263,10 +257,7 @@ class ExperimentConfig:
             self.checkpoint.every_steps >= 0,
             f"checkpoint.every_steps must be >= 0 (0: each epoch only), got {self.checkpoint.every_steps}",
         )
-        _require(
-            self.guards.nonfinite in ("stop", "skip"),
-            f"guards.nonfinite must be stop or skip, got {self.guards.nonfinite!r}",
-        )
+        _require_one_of("guards.nonfinite", self.guards.nonfinite, ("stop", "skip"))
         _require(
             self.guards.multiplier_warning > 0,
             f"guards.multiplier_warning must be > 0, got {self.guards.multiplier_warning}",
@@ -274,10 +265,7 @@ class ExperimentConfig:
         duals = [("ceag.dual", self.ceag.dual), ("el.dual", self.el.dual)]
         duals += [(f"constraints[{i}].dual", c.dual) for i, c in enumerate(self.constraints)]
         for key, dual in duals:
-            _require(
-                dual.optimizer in ("sgd", "nupi"),
-                f"{key}.optimizer must be sgd or nupi, got {dual.optimizer!r}",
-            )
+            _require_one_of(f"{key}.optimizer", dual.optimizer, ("sgd", "nupi"))
             _require(
                 0 < dual.lr <= FLOAT32_MAX,
                 f"{key}.lr must be > 0 and at most {FLOAT32_MAX:.3g} (a float32), got {dual.lr}",
@@ -310,10 +298,7 @@ class ExperimentConfig:
             f"dense.lr_milestones must be fractions in (0, 1] and dense.lr_gamma > 0, got "
             f"{self.dense.lr_milestones} and {self.dense.lr_gamma}",
         )
-        _require(
-            self.dense.optimizer in ("adam", "sgd"),
-            f"dense.optimizer must be adam or sgd, got {self.dense.optimizer!r}",
-        )
+        _require_one_of("dense.optimizer", self.dense.optimizer, ("adam", "sgd"))
         _require(
             all(h >= 1 for h in self.model.hidden),
             f"model.hidden widths must be >= 1, got {self.model.hidden}",
@@ -358,10 +343,7 @@ class ExperimentConfig:
             self.data.name in DATASETS,
             f"data.name must be one of {', '.join(DATASETS)}, got {self.data.name!r}",
         )
-        _require(
-            self.precision in ("fp32", "bf16", "fp16"),
-            f"precision must be fp32, bf16 or fp16, got {self.precision!r}",
-        )
+        _require_one_of("precision", self.precision, ("fp32", "bf16", "fp16"))
         _require(self.model.width > 0, f"model.width must be > 0, got {self.model.width}")
         _require(self.data.num_workers >= 0, f"data.num_workers must be >= 0, got {self.data.num_workers}")
         _require(
@@ -371,14 +353,8 @@ class ExperimentConfig:
         if self.data.name == "csv":
             _require(self.data.path is not None, "data.path is required when data.name is csv")
             _require(self.data.target is not None, "data.target is required when data.name is csv")
-        _require(
-            self.logging.wandb in ("offline", "online", "disabled"),
-            f"logging.wandb must be offline, online or disabled, got {self.logging.wandb!r}",
-        )
-        _require(
-            self.logging.progress in ("auto", "always", "never"),
-            f"logging.progress must be auto, always or never, got {self.logging.progress!r}",
-        )
+        _require_one_of("logging.wandb", self.logging.wandb, ("offline", "online", "disabled"))
+        _require_one_of("logging.progress", self.logging.progress, ("auto", "always", "never"))
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -388,6 +364,11 @@ class ExperimentConfig:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _require_one_of(key: str, value: Any, choices: Sequence[str]) -> None:
+    listed = " or ".join([", ".join(choices[:-1]), choices[-1]]) if len(choices) > 1 else choices[0]
+    _require(value in choices, f"{key} must be {listed}, got {value!r}")
 
 
 def from_dict(cls: type, data: Any, prefix: str = "") -> Any:

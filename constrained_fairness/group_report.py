@@ -331,7 +331,7 @@ def constraint_verdicts(
     draws = torch.cat(list(map(group_statistic, resample_weights(n, settings.resamples, settings.seed))))
     low, high = percentile_interval(draws, settings.confidence)
     counts = torch.bincount(groups, minlength=num_groups)
-    names = _refined_names(constraint)
+    names = constraint.group_names()
     verdict = classify(point, low, high, counts, tol, names, settings.min_group_size)
     verdict["statistic"] = {
         name: {"value": _num(point[g]), "ci": [_num(low[g]), _num(high[g])], "n": int(counts[g])}
@@ -339,10 +339,3 @@ def constraint_verdicts(
         if counts[g] > 0
     }
     return verdict
-
-
-def _refined_names(constraint: GroupStatisticConstraint) -> list[str]:
-    base = constraint.grouping.names
-    if constraint.num_labels == 1:
-        return list(base)
-    return [f"{name} | {label}" for name in base for label in constraint.label_names]

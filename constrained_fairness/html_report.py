@@ -52,6 +52,13 @@ def _table(caption: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -
     )
 
 
+def _page(title: str, body: str) -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>{body}</body></html>\n"
+    )
+
+
 def _ci(values: Any) -> str:
     if not isinstance(values, Sequence) or len(values) != 2 or None in values:
         return "–"
@@ -253,11 +260,7 @@ def format_html(metrics: Mapping, config: Mapping | None, plots: Path) -> str:
         "<h2>Per-group tables</h2>",
         _group_tables(metrics),
     ]
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_e(config.get('name', 'run'))} report</title><style>{CSS}</style></head>"
-        f"<body>{''.join(body)}</body></html>\n"
-    )
+    return _page(f"{config.get('name', 'run')} report", "".join(body))
 
 
 def write_html_report(run_dir: str | Path, metrics: Mapping, config: Mapping | None = None) -> Path:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -48,7 +47,7 @@ from .data import TabularData, load_adult, load_csv
 from .data.images import ImageData
 from .distributed import broadcast_object, init_from_environment, rank, world_size
 from .errors import CheckpointError, ConfigError
-from .group_report import BootstrapSettings, constraint_verdicts, evaluate_groups
+from .group_report import BootstrapSettings, _num, constraint_verdicts, evaluate_groups
 from .groups import GroupIndex, Grouping
 from .models import build_model
 from .precision import autocast_dtype, grad_scaler
@@ -517,9 +516,7 @@ class Experiment:
     def _reweighting(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """Kamiran–Calders loss weights ``w(g, y)`` from the training split, as a lookup."""
         train = self.context.dense_train
-        rows, groups = self.grouping.memberships(train.attributes)
-        if rows.numel() != train.targets.numel():
-            raise ConfigError("method reweighting needs intersectional groups (one group per sample)")
+        groups = self.grouping.memberships(train.attributes)[1]  # intersectional: one per sample
         table = kamiran_calders_weights(
             groups, train.targets, self.grouping.num_groups, self.context.num_classes
         )
@@ -555,11 +552,7 @@ class Experiment:
             # hard decisions as logits (the loss stays the base model's: thresholds change no score)
             logits = torch.nn.functional.one_hot(predicted, 2).float() * 20.0 - 10.0
             post[split] = BatchOutputs(logits, o.targets, o.attributes, o.losses)
-        dense = self.evaluator.dense or {}
-        post_evaluation = {
-            s: SplitEvaluation(self.evaluator.group_stats(o), o, dense.get(s)) for s, o in post.items()
-        }
-        out = self._method_metrics(post_evaluation, epoch)
+        out = self._method_metrics(self.evaluator.evaluate_outputs(post), epoch)
         out["thresholds"] = {
             name: float(t) for name, t in zip(self.group_names, thresholds.tolist(), strict=True)
         }
@@ -611,14 +604,9 @@ class Experiment:
                 group.setdefault(stat, record[stat])
                 group[f"{stat}_ci"] = [record[f"{stat}_ci_low"], record[f"{stat}_ci_high"]]
         if result.max_eag is not None:
-            entry["max_eag_ci"] = [_finite_or_none(result.max_eag.low), _finite_or_none(result.max_eag.high)]
+            entry["max_eag_ci"] = [_num(result.max_eag.low), _num(result.max_eag.high)]
         entry["aggregates"] = result.aggregates()
         entry["verdicts"] = dict(result.verdicts)
-
-
-def _finite_or_none(value: Any) -> float | None:
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 def constraint_report(constraint: GroupStatisticConstraint, outputs: BatchOutputs) -> dict[str, Any]:

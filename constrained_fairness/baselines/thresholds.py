@@ -21,9 +21,8 @@ import math
 
 import torch
 
+from ..config import THRESHOLD_RULES
 from ..errors import ConfigError
-
-THRESHOLD_RULES = ("demographic_parity", "equal_opportunity")
 
 
 def fit_thresholds(

@@ -247,14 +247,18 @@ class GroupStatisticConstraint(GroupConstraint, abc.ABC):
         out[:, present.cpu()] = self.strict_violations(means, overall, present).double().cpu()
         return out
 
-    def row_names(self) -> list[str]:
-        """Names of the constraint rows, in multiplier order."""
+    def group_names(self) -> list[str]:
+        """Names of the (label-refined) groups ``g * L + label``."""
         groups = self.grouping.names
-        names = [
+        return [
             groups[g] if self.num_labels == 1 else f"{groups[g]} | {self.label_names[label]}"
             for g in range(self.grouping.num_groups)
             for label in range(self.num_labels)
         ]
+
+    def row_names(self) -> list[str]:
+        """Names of the constraint rows, in multiplier order."""
+        names = self.group_names()
         if len(self.row_labels) == 1 and not self.row_labels[0]:
             return names
         return [f"{name} ({row})" for row in self.row_labels for name in names]

@@ -134,8 +134,12 @@ class Evaluator:
         self.dense_outputs = outputs
         return outputs
 
-    def __call__(self, model: torch.nn.Module) -> dict[str, SplitEvaluation]:
+    def evaluate_outputs(self, outputs: Mapping[str, BatchOutputs]) -> dict[str, SplitEvaluation]:
+        """:class:`SplitEvaluation` of given outputs (e.g. post-processed ones) per split."""
         return {
             name: SplitEvaluation(self.group_stats(o), o, None if self.dense is None else self.dense[name])
-            for name, o in self.outputs(model).items()
+            for name, o in outputs.items()
         }
+
+    def __call__(self, model: torch.nn.Module) -> dict[str, SplitEvaluation]:
+        return self.evaluate_outputs(self.outputs(model))
