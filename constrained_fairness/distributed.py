@@ -100,12 +100,13 @@ def all_ranks(flag: bool) -> bool:
 
 def all_ranks_flags(flags: torch.Tensor) -> torch.Tensor:
     """The element-wise logical and of a boolean tensor over ranks (itself without DDP): one
-    small all-reduce, on a device the process group's backend serves (NCCL: this rank's GPU)."""
+    small all-reduce, on a device the process group's backend serves (NCCL: this rank's GPU),
+    and returned there (the callers read it on the host)."""
     if not is_distributed():
         return flags
     value = flags.to(_collective_device(), torch.int32)
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
-    return value.to(flags.device).bool()
+    return value.bool()
 
 
 def _collective_device() -> torch.device:

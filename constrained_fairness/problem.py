@@ -79,7 +79,7 @@ class FairnessProblem(cooper.ConstrainedMinimizationProblem):
             if state.strict_violation is not None:
                 checks.append(torch.isfinite(state.strict_violation).all())
         multipliers = [torch.isfinite(c.multiplier.weight).all() for c in self.constraints()]
-        flags = all_ranks_flags(torch.stack(checks + multipliers)).cpu().tolist()
+        flags = all_ranks_flags(torch.stack(checks + multipliers)).tolist()
         if all(flags):
             return
         if not all(flags[len(checks) :]):

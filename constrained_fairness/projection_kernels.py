@@ -36,7 +36,7 @@ def cells_and_rows(codes: np.ndarray, b: int) -> tuple[int, np.ndarray, np.ndarr
         for j in range(width):
             low = min(low, codes[i, j])
             high = max(high, codes[i, j])
-    if float(high) - float(low) > 4 * b + 4096:  # in float: high − low may overflow int64
+    if float(high) - float(low) + 1.0 > 4 * b + 64:  # in float: high − low may overflow int64
         return CODES_NOT_SMALL, cell, np.zeros((0, 1))
     radix = high - low + 1
     size = 1
@@ -178,8 +178,8 @@ def _newton_step(rows, counts, r, lam, sign, eps) -> tuple[bool, np.ndarray]:
 
 
 @_jit
-def _evaluate(y, cell, rows, lam, lb, ub, u, z, inside, sums, counts, r) -> None:
-    """u = ŷ − Cᵀλ, z = clip(u), inside = 1[lb < u < ub], and r = C z; ``sums``/``counts``
+def _evaluate(y, cell, rows, lam, lb, ub, z, inside, sums, counts, r) -> None:
+    """z = clip(u) for u = ŷ − Cᵀλ, inside = 1[lb < u < ub], and r = C z; ``sums``/``counts``
     receive the per-cell sums of z and of ``inside``."""
     m, num_cells = rows.shape
     shift = np.zeros(num_cells)
@@ -191,7 +191,6 @@ def _evaluate(y, cell, rows, lam, lb, ub, u, z, inside, sums, counts, r) -> None
     for i in range(y.size):
         c = cell[i]
         value = y[i] - shift[c]
-        u[i] = value
         if value <= lb:
             z[i], inside[i] = lb, 0.0
         elif value >= ub:
@@ -218,9 +217,9 @@ def newton(
     tol: float,
     active_tol: float,
     max_iter: int,
-) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
     """Semismooth Newton on the dual (see the module docstring of :mod:`.projection`):
-    ``(status, z, λ, inside, tight)`` with ``tight[j] = |c_j·z| ≥ ε − active_tol``.
+    ``(status, z, inside, tight)`` with ``tight[j] = |c_j·z| ≥ ε − active_tol``.
 
     Rows with ``σ_j = sign λ_j ≠ 0``, or violated at ``λ_j = 0`` (``σ_j = sign r_j``), are
     held tight; one Newton step solves ``r_A(λ') = σ_A ε`` on the current piece, with the
@@ -231,14 +230,12 @@ def newton(
     the numpy solver, so both certify the same optimality."""
     m, num_cells = rows.shape
     b = y.size
-    u, z, inside = np.empty(b), np.empty(b), np.empty(b)
+    z, inside = np.empty(b), np.empty(b)
     sums, counts, r = np.empty(num_cells), np.empty(num_cells), np.empty(m)
     lam, sign = np.zeros(m), np.zeros(m)
     tight = np.zeros(m, dtype=np.bool_)
-    evaluated = False
+    _evaluate(y, cell, rows, lam, lb, ub, z, inside, sums, counts, r)  # then kept current with lam
     for _ in range(max_iter):
-        if not evaluated:
-            _evaluate(y, cell, rows, lam, lb, ub, u, z, inside, sums, counts, r)
         residual = 0.0
         for j in range(m):
             plus = abs(min(max(lam[j], 0.0), eps - r[j]))
@@ -247,7 +244,7 @@ def newton(
         if residual <= tol:
             for j in range(m):
                 tight[j] = abs(r[j]) >= eps - active_tol
-            return OK, z, lam, inside, tight
+            return OK, z, inside, tight
         for j in range(m):
             if lam[j] != 0.0:
                 sign[j] = 1.0 if lam[j] > 0.0 else -1.0
@@ -257,24 +254,24 @@ def newton(
                 sign[j] = 0.0
         ok, target = _newton_step(rows, counts, r, lam, sign, eps)
         if not ok:
-            return NOT_CERTIFIED, z, lam, inside, tight
+            return NOT_CERTIFIED, z, inside, tight
         step = target - lam
         slope0 = _slope(r, lam, step, eps)
         if not slope0 < 0.0:  # not a descent direction of the dual: leave it to the numpy solver
-            return NOT_CERTIFIED, z, lam, inside, tight
+            return NOT_CERTIFIED, z, inside, tight
         # the full step if the dual still descends at its end; else a line search for the root of
         # φ'(α), non-decreasing (f is convex) and piecewise linear: regula falsi, Illinois variant
-        _evaluate(y, cell, rows, target, lb, ub, u, z, inside, sums, counts, r)
+        _evaluate(y, cell, rows, target, lb, ub, z, inside, sums, counts, r)
         slope1 = _slope(r, target, step, eps)
         if slope1 <= 1e-9 * abs(slope0):
-            lam, evaluated = target, True
+            lam = target
             continue
         low, high, f_low, f_high, side = 0.0, 1.0, slope0, slope1, 0
         alpha = 0.5
         for _ in range(30):
             alpha = low - f_low * (high - low) / (f_high - f_low)
             trial = lam + alpha * step
-            _evaluate(y, cell, rows, trial, lb, ub, u, z, inside, sums, counts, r)
+            _evaluate(y, cell, rows, trial, lb, ub, z, inside, sums, counts, r)
             f_alpha = _slope(r, trial, step, eps)
             if abs(f_alpha) <= 1e-12 * abs(slope0) or high - low <= 1e-12:
                 break
@@ -288,8 +285,8 @@ def newton(
                 if side == -1:
                     f_high *= 0.5
                 side = -1
-        lam, evaluated = lam + alpha * step, True
-    return NOT_CERTIFIED, z, lam, inside, tight
+        lam = lam + alpha * step  # the state was last evaluated there
+    return NOT_CERTIFIED, z, inside, tight
 
 
 @_jit
@@ -340,7 +337,7 @@ def project(
     status, cell, rows = cells_and_rows(codes, b)
     if status != OK:
         return status, y.copy(), cell, rows, values
-    status, z, _, inside, tight = newton(
+    status, z, inside, tight = newton(
         values, cell, rows, eps, lb, ub, tol_rel * scale, active_rel * scale, max_iter
     )
     out = np.empty_like(y)
