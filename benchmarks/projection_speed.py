@@ -131,10 +131,11 @@ def breakdown(b: int, reps: int) -> dict[str, float]:
             P._kernels = original
 
     parts["total, numpy solver"] = numpy_path
-    out = {
-        name: statistics.median(statistics.fmean(times_ms(fn, INNER)) for _ in range(reps))
-        for name, fn in parts.items()
-    }
+    samples: dict[str, list[float]] = {name: [] for name in parts}
+    for _ in range(reps):  # interleaved: each repetition times every part once
+        for name, fn in parts.items():
+            samples[name].append(statistics.fmean(times_ms(fn, INNER)))
+    out = {name: statistics.median(values) for name, values in samples.items()}
     print(f"breakdown of ours at b={b} (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in out.items()))
     return out
 
