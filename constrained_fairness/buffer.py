@@ -38,8 +38,9 @@ class ReplayBuffer:
         self.pointer = torch.zeros(num_groups, dtype=torch.long, device=device)
         self.fill = torch.zeros(num_groups, dtype=torch.long, device=device)
 
-    def push(self, values: torch.Tensor, groups: torch.Tensor) -> None:
-        """Append ``values[n]`` to the buffer of group ``groups[n]``, in batch order.
+    def push(self, values: torch.Tensor, groups: torch.Tensor, counts: torch.Tensor | None = None) -> None:
+        """Append ``values[n]`` to the buffer of group ``groups[n]``, in batch order
+        (``counts``: ``bincount(groups, minlength=num_groups)``, if the caller has it).
 
         Samples are visited in stable group order (``sort``); only when some group receives
         more than ``k`` samples are its oldest ones masked out. ``index_select`` rather than
@@ -54,7 +55,8 @@ class ReplayBuffer:
         if groups.numel() == 0:
             return
         k = self.size
-        counts = torch.bincount(groups, minlength=self.num_groups)
+        if counts is None:
+            counts = torch.bincount(groups, minlength=self.num_groups)
         sorted_groups, order = torch.sort(groups, stable=True)
         starts = counts.cumsum(0) - counts
         rank = torch.arange(groups.numel(), device=groups.device) - starts.index_select(0, sorted_groups)

@@ -149,25 +149,40 @@ class GroupStatisticConstraint(GroupConstraint, abc.ABC):
             rows, groups = rows[keep], groups[keep]
         return rows, groups
 
+    def group_counts(
+        self, groups: torch.Tensor, dtype: torch.dtype, across_ranks: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(counts n[g], present groups, partition counts Σ_{g∈P} n[g])`` of one batch's
+        memberships, for :meth:`batch_means` (global over ranks with ``across_ranks``)."""
+        counts = torch.bincount(groups, minlength=self.num_groups).to(dtype)
+        if across_ranks:
+            counts = global_sum(counts)
+        present = torch.nonzero(counts).flatten()
+        part_counts = torch.zeros(self.num_partitions, dtype=dtype, device=counts.device)
+        return counts, present, part_counts.index_add_(0, self.partition, counts)
+
     def batch_means(
-        self, values: torch.Tensor, groups: torch.Tensor, across_ranks: bool = False
+        self,
+        values: torch.Tensor,
+        groups: torch.Tensor,
+        across_ranks: bool = False,
+        counted: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Present groups, their means and their partition's overall mean, from one batch.
 
         ``values`` are per membership. The overall mean of a partition counts every
         sample of the partition once: ``Σ_{g∈P} sum[g] / Σ_{g∈P} n[g]``. With
         ``across_ranks`` (training under DDP) sums and counts are those of the global batch.
+        ``counted``: :meth:`group_counts` of ``groups``, when several statistics share them.
         """
-        counts = torch.bincount(groups, minlength=self.num_groups).to(values.dtype)
+        counts, present, part_counts = counted or self.group_counts(groups, values.dtype, across_ranks)
         sums = torch.zeros(self.num_groups, dtype=values.dtype, device=values.device).index_add_(
             0, groups, values
         )
         if across_ranks:
-            counts, sums = global_sum(counts), global_sum(sums)
-        present = torch.nonzero(counts).flatten()
+            sums = global_sum(sums)
         part_sums = torch.zeros(self.num_partitions, dtype=values.dtype, device=values.device)
         part_sums = part_sums.index_add_(0, self.partition, sums)
-        part_counts = torch.zeros_like(part_sums).index_add_(0, self.partition, counts)
         overall = part_sums / part_counts.clamp(min=1)
         means = sums.index_select(0, present) / counts.index_select(0, present)
         return present, means, overall.index_select(0, self.partition.index_select(0, present))
@@ -188,8 +203,9 @@ class GroupStatisticConstraint(GroupConstraint, abc.ABC):
             return None
         # one membership per sample, in batch order (intersectional, no mask): no gather needed
         identity = self.grouping.mode == "intersectional" and stat.mask is None
+        counted = self.group_counts(groups, stat.proxy.dtype, across_ranks=True)
         present, means, overall = self.batch_means(
-            stat.proxy if identity else stat.proxy[rows], groups, across_ranks=True
+            stat.proxy if identity else stat.proxy[rows], groups, across_ranks=True, counted=counted
         )
         proxy, proxy_ids = self._rows(self.proxy_violations(means, overall, present), present)
         if is_distributed():
@@ -198,13 +214,17 @@ class GroupStatisticConstraint(GroupConstraint, abc.ABC):
         strict_values = stat.strict.detach()
         strict_values = strict_values if identity else strict_values[rows]
         if self.buffer is None:
-            present, means, overall = self.batch_means(strict_values, groups, across_ranks=True)
+            same_dtype = strict_values.dtype == stat.proxy.dtype  # the counts divide in that dtype
+            present, means, overall = self.batch_means(
+                strict_values, groups, across_ranks=True, counted=counted if same_dtype else None
+            )
             strict, strict_ids = self._rows(self.strict_violations(means, overall, present), present)
             return indexed_state(proxy, proxy_ids, strict, strict_ids)
         strict_values, groups = gather_cat(strict_values), gather_cat(groups)  # DDP: every rank's samples
+        counts = torch.bincount(groups, minlength=self.num_groups)
         if self.frequency is None:  # the overall estimate's weights: the counts seen so far
-            self.seen += torch.bincount(groups, minlength=self.num_groups).to(self.seen.dtype)
-        self.buffer.push(strict_values, groups)
+            self.seen += counts.to(self.seen.dtype)
+        self.buffer.push(strict_values, groups, counts)
         full_ids, estimates = self.buffer.full_means()
         if full_ids.numel() == 0:
             return indexed_state(proxy, proxy_ids, None, None)
