@@ -215,6 +215,10 @@ class Experiment:
         self.constraint_names = _unique_names([spec.name or spec.type for spec in cfg.constraints])
         for spec in cfg.constraints:
             check_constraint_spec(spec, self.data.num_classes)
+        if "thresholds" in cfg.methods and self.data.num_classes != 2:  # before any training
+            raise ConfigError(
+                f"method thresholds needs a binary target; the data has {self.data.num_classes} classes"
+            )
         self.history: list[dict[str, Any]] = []
         if isinstance(self.data, TabularData):
             self.splits = {s: _split_tensors(getattr(self.data, s)) for s in SPLITS}
@@ -530,10 +534,6 @@ class Experiment:
     def _thresholds_metrics(self, evaluation: dict[str, SplitEvaluation], epoch: int) -> dict[str, Any]:
         """The NFT model (its ``evaluation``) post-processed with group thresholds fit on its
         validation scores."""
-        if self.context.num_classes != 2:
-            raise ConfigError(
-                f"method thresholds needs a binary target; the data has {self.context.num_classes} classes"
-            )
         val = evaluation["val"].outputs
         groups = self.grouping.memberships(val.attributes)[1]
         thresholds = fit_thresholds(

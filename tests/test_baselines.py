@@ -83,3 +83,15 @@ def test_adult_baselines_run_from_the_config_and_thresholds_cut_the_dp_differenc
     assert main(["compare", str(out), "--output", str(tmp_path / "cmp")]) == 0
     table = (tmp_path / "cmp" / "compare.md").read_text()
     assert "| reweighting |" in table and "| thresholds |" in table
+
+
+def test_thresholds_on_a_multiclass_target_is_refused_before_any_training(tmp_path, capsys):
+    from .helpers import tiny_config
+
+    args = ["data.target=job", "data.positive_value=null", "data.categorical=[color, sex, label]"]
+    args += ["methods=[nft, thresholds]"]
+    overrides = [part for item in args for part in ("--set", item)]
+    run = tmp_path / "run"
+    assert main(["run", str(tiny_config(tmp_path)), "--output", str(run), "--quiet", *overrides]) == 2
+    assert "method thresholds needs a binary target; the data has 4 classes" in capsys.readouterr().err
+    assert not list(run.rglob("*.pt"))  # no stage trained

@@ -245,3 +245,20 @@ def test_other_write_errors_are_not_disguised(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match="cannot pickle a lambda"):
         save_atomic({"f": 1}, tmp_path / "c.pt")
     assert not list(tmp_path.glob(".c.pt.*"))
+
+
+@pytest.mark.parametrize("skip", [0, 2, 4, 9])
+def test_loader_batches_resumed_mid_epoch_are_the_rest_of_the_epoch(skip):
+    """Image loaders resume inside an epoch: ``epoch(e, skip)`` is ``epoch(e)`` without its first
+    ``skip`` batches, in the same seeded order (300 rows: 9 batches, the last 12 rows dropped)."""
+    from constrained_fairness.training.batches import LoaderBatches
+
+    x, y, g = data()
+    dataset = torch.utils.data.TensorDataset(x, y, g.unsqueeze(1))
+    batches = LoaderBatches(dataset, 32, seed=5)
+    whole = list(batches.epoch(3))
+    assert len(whole) == 9
+    rest = list(batches.epoch(3, skip=skip))
+    assert len(rest) == max(0, 9 - skip)
+    for got, want in zip(rest, whole[skip:], strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))

@@ -125,8 +125,8 @@ class LoaderBatches:
         stop = n - n % self.batch_size if self.drop_last else n
         batches = [
             shard(order[s : s + self.batch_size], self.rank, self.world).tolist()
-            for s in range(0, stop, self.batch_size)
-        ][skip:]
+            for s in range(skip * self.batch_size, stop, self.batch_size)
+        ]
         loader = torch.utils.data.DataLoader(
             self.dataset,
             batch_sampler=batches,
