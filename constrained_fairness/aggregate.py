@@ -2,6 +2,11 @@
 
 For a metric ``x`` over seeds ``x_1..x_n``: mean ``x̄ = Σ x_i / n`` and sample standard
 deviation ``s = sqrt(Σ (x_i − x̄)² / (n − 1))`` (0 for a single seed).
+
+Only train and test are tabulated, so runs with and without a validation split
+(``metrics["splits"]``, :func:`~.report.splits_of`) aggregate alike; a split a run did not
+evaluate adds nothing to its cells. A method selected on the test split (``"selected_on":
+"test"``, e.g. ``nft_es_test``) is marked ``†``, with a footnote below the table.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from .report import TEST_SELECTED_MARK, selected_on_test, selection_note, splits_of
 
 COLUMNS = (("train", "accuracy"), ("train", "max_eag"), ("test", "accuracy"), ("test", "max_eag"))
 
@@ -26,29 +33,48 @@ def aggregate(runs: Sequence[dict[str, Any]]) -> dict[tuple[float, str], dict[st
     """``{(sparsity, method): {"train/accuracy": (mean, std, n), ...}}`` from metrics dicts."""
     cells: dict[tuple[float, str], dict[str, list[float]]] = {}
     for metrics in runs:
+        splits = splits_of(metrics)
         for method, entry in metrics["methods"].items():
             cell = cells.setdefault((float(metrics["sparsity"]), method), {})
             for split, key in COLUMNS:
-                value = entry[split][key]
+                value = (entry.get(split) or {}).get(key) if split in splits else None
                 if value is not None:
                     cell.setdefault(f"{split}/{key}", []).append(float(value))
     return {k: {c: (*mean_std(v), len(v)) for c, v in cell.items()} for k, cell in cells.items()}
 
 
-def format_table(table: dict[tuple[float, str], dict[str, tuple[float, float, int]]]) -> str:
+def methods_selected_on_test(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """The methods selected on the test split in some run, in order of first appearance."""
+    out: list[str] = []
+    for metrics in runs:
+        for method, entry in metrics["methods"].items():
+            if selected_on_test(entry) and method not in out:
+                out.append(method)
+    return out
+
+
+def format_table(
+    table: dict[tuple[float, str], dict[str, tuple[float, float, int]]],
+    marked: Sequence[str] = (),
+) -> str:
+    """The markdown table; the methods in ``marked`` (selected on the test split, see
+    :func:`methods_selected_on_test`) are marked ``†`` and footnoted below the table."""
     header = "| sparsity | method | seeds | train acc | train max EAG | test acc | test max EAG |"
     lines = [header, "| ---: | :--- | ---: | ---: | ---: | ---: | ---: |"]
     for (sparsity, method), cell in sorted(table.items(), key=lambda kv: kv[0][0]):
         stats = [cell.get(f"{s}/{k}") for s, k in COLUMNS]
         n = max((s[2] for s in stats if s), default=0)
         shown = [f"{s[0]:.4f} ± {s[1]:.4f}" if s else "–" for s in stats]
-        lines.append(f"| {sparsity:g} | {method} | {n} | " + " | ".join(shown) + " |")
+        label = f"{method} {TEST_SELECTED_MARK}" if method in marked else method
+        lines.append(f"| {sparsity:g} | {label} | {n} | " + " | ".join(shown) + " |")
+    for method in marked:
+        lines += ["", selection_note(method)]
     return "\n".join(lines)
 
 
 def write_table(run_dirs: Sequence[Path], path: Path) -> str:
     """Read each run's ``metrics.json``, aggregate and write the markdown table to ``path``."""
     runs = [json.loads((Path(d) / "metrics.json").read_text()) for d in run_dirs]
-    text = format_table(aggregate(runs)) + "\n"
+    text = format_table(aggregate(runs), methods_selected_on_test(runs)) + "\n"
     path.write_text(text)
     return text

@@ -159,16 +159,21 @@ def _fmt(value: float | None) -> str:
 
 
 def _summary(metrics: dict) -> str:
+    from .report import method_label, selection_notes
+
     eps = metrics["tolerance"]
+    labels = {name: method_label(name, m) for name, m in metrics["methods"].items()}
+    width = max([8, *map(len, labels.values())])
     lines = [
         f"sparsity {metrics['sparsity']:.3f}, tolerance ε = {eps}, wall time {metrics['wall_seconds']:.1f} s",
-        f"{'method':<8} {'train acc':>9} {'train maxEAG':>12} {'test acc':>9} {'test maxEAG':>11}",
+        f"{'method':<{width}} {'train acc':>9} {'train maxEAG':>12} {'test acc':>9} {'test maxEAG':>11}",
     ]
     for name, m in metrics["methods"].items():
         lines.append(
-            f"{name:<8} {m['train']['accuracy']:>9.4f} {_fmt(m['train']['max_eag']):>12} "
+            f"{labels[name]:<{width}} {m['train']['accuracy']:>9.4f} {_fmt(m['train']['max_eag']):>12} "
             f"{m['test']['accuracy']:>9.4f} {_fmt(m['test']['max_eag']):>11}"
         )
+    lines += [note.replace("`", "").replace("*", "") for note in selection_notes(metrics)]
     return "\n".join(lines)
 
 

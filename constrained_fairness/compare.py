@@ -9,6 +9,11 @@ curves aggregate the runs of each (method, sparsity) over seeds as mean ± sampl
 
 for the test max EAG and the test accuracy against the sparsity. The output folder gets
 ``compare.md``, ``compare.html`` (self-contained) and the two plots.
+
+Only the train and test splits are compared, so runs with and without a validation split
+(``metrics["splits"]``, :func:`~.report.splits_of`) compare alike; a value of a split a run did
+not evaluate is ``–``. A method selected on the test split (``"selected_on": "test"``, e.g.
+``nft_es_test``) is marked ``†`` in the table and the curves, with a footnote.
 """
 
 from __future__ import annotations
@@ -23,8 +28,19 @@ import yaml
 
 from .aggregate import mean_std
 from .errors import DataError
-from .html_report import _e, _figures, _page, _table
-from .report import _md_escape, _md_table, _new_figure, _save_figure, atomic_write_text, fmt
+from .html_report import _e, _figures, _page, _table, selection_note_html
+from .report import (
+    TEST_SELECTED_MARK,
+    _md_escape,
+    _md_table,
+    _new_figure,
+    _save_figure,
+    atomic_write_text,
+    fmt,
+    selected_on_test,
+    selection_note,
+    splits_of,
+)
 
 
 def find_runs(paths: Sequence[str]) -> list[Path]:
@@ -65,6 +81,13 @@ def load_run(path: Path) -> dict[str, Any]:
         raise DataError(
             f"{path / 'metrics.json'} is not a cfair metrics file (no methods/groups); remove that run"
         )
+    try:
+        splits_of(metrics)
+    except TypeError:
+        raise DataError(
+            f"{path / 'metrics.json'} has a malformed 'splits' entry (not a list of split names); "
+            "re-run or remove that run"
+        ) from None
     config: dict[str, Any] = {}
     if (path / "config.yaml").is_file():
         config = yaml.safe_load((path / "config.yaml").read_text()) or {}
@@ -84,12 +107,22 @@ def load_runs(paths: Sequence[str]) -> list[dict[str, Any]]:
     return runs
 
 
+def _split_entry(entry: dict[str, Any], split: str, splits: Sequence[str]) -> dict[str, Any]:
+    """A method's results on ``split``; ``{}`` when the run did not evaluate that split."""
+    out = entry.get(split) if split in splits else None
+    return out if isinstance(out, dict) else {}
+
+
 def table_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (run, method); ``selected_on_test`` is true for a method selected on test."""
     rows = []
     for run in runs:
         m = run["metrics"]
+        splits = splits_of(m)
         for method, entry in m["methods"].items():
-            verdicts = (entry.get("test", {}).get("verdicts") or {}).get("eag", {}).get("counts", {})
+            train = _split_entry(entry, "train", splits)
+            test = _split_entry(entry, "test", splits)
+            verdicts = (test.get("verdicts") or {}).get("eag", {}).get("counts", {})
             rows.append(
                 {
                     "run": run["path"].name,
@@ -97,14 +130,29 @@ def table_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                     "sparsity": m.get("sparsity"),
                     "tolerance": m.get("tolerance"),
                     "method": method,
-                    "train_accuracy": entry.get("train", {}).get("accuracy"),
-                    "train_max_eag": entry.get("train", {}).get("max_eag"),
-                    "test_accuracy": entry.get("test", {}).get("accuracy"),
-                    "test_max_eag": entry.get("test", {}).get("max_eag"),
+                    "selected_on_test": selected_on_test(entry),
+                    "train_accuracy": train.get("accuracy"),
+                    "train_max_eag": train.get("max_eag"),
+                    "test_accuracy": test.get("accuracy"),
+                    "test_max_eag": test.get("max_eag"),
                     "test_violated_groups": verdicts.get("violated"),
                 }
             )
     return rows
+
+
+def _label(row: dict[str, Any]) -> str:
+    """The method of a row as shown: marked ``†`` when it was selected on the test split."""
+    return f"{row['method']} {TEST_SELECTED_MARK}" if row.get("selected_on_test") else str(row["method"])
+
+
+def methods_selected_on_test(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The methods selected on the test split in some row, in order of first appearance."""
+    out: list[str] = []
+    for row in rows:
+        if row.get("selected_on_test") and row["method"] not in out:
+            out.append(row["method"])
+    return out
 
 
 def curves(rows: Sequence[dict[str, Any]], key: str) -> dict[str, list[tuple[float, float, float, int]]]:
@@ -124,9 +172,11 @@ def plot_curves(
 ) -> Path:
     fig = _new_figure(6.5, 4.5)
     ax = fig.add_subplot(1, 1, 1)
+    marked = set(methods_selected_on_test(rows))
     for i, (method, points) in enumerate(curves(rows, key).items()):
         xs, means, stds, _ = zip(*points, strict=True)
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=f"C{i % 10}", label=method)
+        shown = f"{method} {TEST_SELECTED_MARK}" if method in marked else method
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=f"C{i % 10}", label=shown)
     if tolerance is not None and key.endswith("max_eag"):
         ax.axhline(tolerance, color="k", linestyle="--", linewidth=1, label="ε")
     ax.set_xlabel("sparsity")
@@ -153,6 +203,10 @@ def _cell(value: Any) -> str:
     return fmt(value) if isinstance(value, float) else ("–" if value is None else str(value))
 
 
+def _shown(row: dict[str, Any], key: str) -> str:
+    return _label(row) if key == "method" else _cell(row[key])
+
+
 def write_comparison(paths: Sequence[str], output: str | Path) -> Path:
     """Compare the runs named by ``paths``; write the files into ``output``; return compare.md."""
     runs = load_runs(paths)
@@ -165,8 +219,11 @@ def write_comparison(paths: Sequence[str], output: str | Path) -> Path:
     plot_curves(rows, "test_accuracy", "test accuracy", plots / "sparsity_vs_accuracy.png", tolerance)
     header = [title for _, title in COLUMNS]
     lines = ["# Comparison of runs", "", f"{len(runs)} runs: " + ", ".join(str(r["path"]) for r in runs), ""]
-    cells = [[_md_escape(_cell(row[key])) for key, _ in COLUMNS] for row in rows]
+    cells = [[_md_escape(_shown(row, key)) for key, _ in COLUMNS] for row in rows]
     lines.append(_md_table(header, cells, ["l", "r", "r", "l", "r", "r", "r", "r", "r"]))
+    marked = methods_selected_on_test(rows)
+    for method in marked:
+        lines += ["", selection_note(method)]
     lines += [
         "",
         "![sparsity vs max EAG](plots/sparsity_vs_max_eag.png)",
@@ -175,11 +232,12 @@ def write_comparison(paths: Sequence[str], output: str | Path) -> Path:
         "",
     ]
     report = atomic_write_text(output / "compare.md", "\n".join(lines))
-    html_rows = [[_e(_cell(row[key])) for key, _ in COLUMNS] for row in rows]
+    html_rows = [[_e(_shown(row, key)) for key, _ in COLUMNS] for row in rows]
+    notes = "".join(selection_note_html(m) for m in marked)
     page = _page(
         "cfair compare",
         f"<h1>Comparison of {len(runs)} runs</h1>"
-        f"{_table('Runs and methods', header, html_rows)}<h2>Curves</h2>{_figures(plots)}",
+        f"{_table('Runs and methods', header, html_rows)}{notes}<h2>Curves</h2>{_figures(plots)}",
     )
     atomic_write_text(output / "compare.html", page)
     return report

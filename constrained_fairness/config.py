@@ -52,9 +52,15 @@ class DataConfig:
     protected: list[str] = field(default_factory=lambda: ["race", "sex"])
     categorical: list[str] = field(default_factory=list)
     numeric: list[str] | None = None
-    val_fraction: float = 0.2
+    val_fraction: float = 0.2  # 0: no validation split (train on the whole training split)
     test_fraction: float = 0.2
     split_seed: int | None = None  # seed of the train/val/test split; default: the run's seed
+    # utkface: "reference" = the paper code's split (sorted files, RandomState(1357), first int(0.2 N)
+    # test); "seeded" = numpy default_rng(split_seed) over the valid files
+    split: str = "seeded"
+    # image datasets: "reference" = the paper code's torchvision pipeline; "augmented" = ours
+    # (square resize; CIFAR-100 random crops and flips); see data/images.py
+    transforms: str = "augmented"
     drop_protected: bool = False
     header: bool = True
     column_names: list[str] | None = None
@@ -92,6 +98,11 @@ class PruningConfig:
     scope: str = "layerwise"
     dense_layers: list[str] = field(default_factory=lambda: ["first", "last"])
     mitigate_while_pruning: bool = False
+    # "one_ahead": sparse epoch e is pruned to s(e+1), s_f from epoch T-1, methods branch at T-1;
+    # "reference": epoch e to s(e) for e = 0..T (epoch 0 dense), s_f at epoch T, branch at T (paper code)
+    schedule: str = "one_ahead"
+    # weights kept per layer: "nearest_kept" round((1-s) n); "ceil_pruned" n - ceil(s n) (paper code)
+    rounding: str = "nearest_kept"
 
 
 @dataclass
@@ -103,6 +114,9 @@ class FinetuneConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
+    # which parameters decay: "all"; "no_norm_bias" (all but normalisation layers and biases);
+    # "classifier" (the last linear/conv layer's weight and bias only, what the paper code's L2 term does)
+    weight_decay_scope: str = "all"
     batch_size: int = 256
     lr_milestones: list[float] = field(default_factory=lambda: [0.6, 0.8, 0.9])
     lr_gamma: float = 0.1
@@ -137,6 +151,7 @@ class ConstraintConfig:
     positive_class: int | None = None  # rates: the positive class; required (one-vs-rest) for > 2 classes
     bound: float | None = None  # bounded_group_loss: L_g <= bound
     buffer_size: int = 40  # replay buffer of the strict statistic; 0: batch estimate
+    overall_estimate: str = "weighted"  # excess_accuracy_gap: weighted | unweighted (the paper code's)
     dual: DualConfig = field(default_factory=DualConfig)
 
 
@@ -150,8 +165,12 @@ class CEAGConfig:
 
 @dataclass
 class ELConfig:
-    tolerance: float = 0.05
+    # "tolerance": two inequality rows per group, |L_g - L| <= tolerance; "reference": the paper code's
+    # one EQUALITY row per group on |L_g - L| with no tolerance (the multipliers only grow)
+    form: str = "tolerance"
+    tolerance: float = 0.05  # form tolerance only
     buffer_size: int = 40  # the replay buffer of method el_rb (method el uses none)
+    overall_estimate: str = "weighted"  # el_rb: weighted | unweighted (the paper code's)
     dual: DualConfig = field(default_factory=DualConfig)
 
 
@@ -207,7 +226,7 @@ class ExperimentConfig:
     output_dir: str = "runs"
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (cuda when available)
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast of the forward passes; fp16 with loss scaling)
-    channels_last: bool = False  # NHWC memory format for image models
+    channels_last: bool = False  # NHWC memory format for image models, on CUDA devices only
     eval_batch_size: int = 8192
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
     data: DataConfig = field(default_factory=DataConfig)
@@ -239,6 +258,19 @@ class ExperimentConfig:
             f"el.buffer_size (of method el_rb) must be >= 1, got {self.el.buffer_size}",
         )
         _require_one_of("ceag.overall_estimate", self.ceag.overall_estimate, ("weighted", "unweighted"))
+        _require_one_of("el.overall_estimate", self.el.overall_estimate, ("weighted", "unweighted"))
+        _require_one_of("el.form", self.el.form, ("tolerance", "reference"))
+        _require_one_of("pruning.schedule", p.schedule, ("one_ahead", "reference"))
+        _require_one_of("pruning.rounding", p.rounding, ("nearest_kept", "ceil_pruned"))
+        _require_one_of(
+            "finetune.weight_decay_scope", f.weight_decay_scope, ("all", "no_norm_bias", "classifier")
+        )
+        _require_one_of("data.split", self.data.split, ("seeded", "reference"))
+        _require_one_of("data.transforms", self.data.transforms, ("augmented", "reference"))
+        _require(
+            0 <= self.data.val_fraction < 1,
+            f"data.val_fraction must lie in [0, 1) (0: no validation split), got {self.data.val_fraction}",
+        )
         _require_one_of("thresholds.rule", self.thresholds.rule, THRESHOLD_RULES)
         e = self.evaluation
         _require(
@@ -339,6 +371,7 @@ class ExperimentConfig:
                 c.buffer_size >= 0, f"{key}.buffer_size must be >= 0 (0: batch estimate), got {c.buffer_size}"
             )
             _require(c.temperature > 0, f"{key}.temperature must be > 0, got {c.temperature}")
+            _require_one_of(f"{key}.overall_estimate", c.overall_estimate, ("weighted", "unweighted"))
         _require(
             self.data.name in DATASETS,
             f"data.name must be one of {', '.join(DATASETS)}, got {self.data.name!r}",

@@ -5,6 +5,9 @@ PNG of ``plots/`` is embedded as a base64 ``data:`` URI. Besides the plots of ``
 it draws, per split, the EAG of every group with its bootstrap interval against ε
 (``eag_ci_<split>.png``), the accuracy-vs-max-EAG scatter of the methods
 (``accuracy_vs_max_eag.png``) and each group's train-vs-test EAG (``eag_train_vs_test.png``).
+
+Like ``report.md`` it covers the evaluated splits only (:func:`~.report.splits_of`), and marks a
+method selected on the test split ``†`` with a footnote (its test numbers are optimistic).
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ from .report import (
     atomic_write_text,
     fmt,
     is_feasible,
+    method_label,
+    methods_selected_on_test,
+    selection_note,
+    splits_of,
     verdict_entries,
 )
 
@@ -90,7 +97,9 @@ def plot_eag_intervals(metrics: Mapping, split: str, path: Path) -> Path:
             ys.append(row["eag"])
             lo.append(max(0.0, row["eag"] - (ci[0] if ci[0] is not None else row["eag"])))
             hi.append(max(0.0, (ci[1] if ci[1] is not None else row["eag"]) - row["eag"]))
-        ax.bar(xs, ys, width=width, label=name, color=f"C{i % 10}", yerr=[lo, hi], capsize=2)
+        ax.bar(
+            xs, ys, width=width, label=method_label(name, entry), color=f"C{i % 10}", yerr=[lo, hi], capsize=2
+        )
     tolerance = metrics.get("tolerance")
     if tolerance is not None:
         ax.axhline(tolerance, color="k", linestyle="--", linewidth=1, label=f"ε = {tolerance:g}")
@@ -118,7 +127,14 @@ def plot_accuracy_vs_violation(metrics: Mapping, path: Path) -> Path:
         err = None
         if None not in ci:  # a percentile interval of a maximum may exclude the point estimate
             err = [[max(0.0, test["max_eag"] - ci[0])], [max(0.0, ci[1] - test["max_eag"])]]
-        ax.errorbar(test["max_eag"], test["accuracy"], xerr=err, fmt="o", color=f"C{i % 10}", label=name)
+        ax.errorbar(
+            test["max_eag"],
+            test["accuracy"],
+            xerr=err,
+            fmt="o",
+            color=f"C{i % 10}",
+            label=method_label(name, entry),
+        )
     if metrics.get("tolerance") is not None:
         ax.axvline(metrics["tolerance"], color="k", linestyle="--", linewidth=1, label="ε")
     ax.set_xlabel("test max EAG")
@@ -141,7 +157,7 @@ def plot_train_vs_test(metrics: Mapping, path: Path) -> Path:
         ]
         if points:
             xs, ys = zip(*points, strict=True)
-            ax.scatter(xs, ys, s=14, color=f"C{i % 10}", label=name)
+            ax.scatter(xs, ys, s=14, color=f"C{i % 10}", label=method_label(name, entry))
     tolerance = metrics.get("tolerance")
     if tolerance is not None:
         ax.axvline(tolerance, color="k", linestyle="--", linewidth=0.8)
@@ -161,8 +177,8 @@ def plot_train_vs_test(metrics: Mapping, path: Path) -> Path:
 def _method_rows(metrics: Mapping) -> list[list[str]]:
     rows = []
     for name, entry in _methods(metrics).items():
-        row = [_e(name)]
-        for split in SPLITS:
+        row = [_e(method_label(name, entry))]
+        for split in splits_of(metrics):
             s = entry.get(split, {})
             row += [fmt(s.get("accuracy")), f"{fmt(s.get('max_eag'))} {_ci(s.get('max_eag_ci'))}"]
         ok = is_feasible(entry.get("train", {}).get("max_eag"), metrics.get("tolerance"))
@@ -173,8 +189,9 @@ def _method_rows(metrics: Mapping) -> list[list[str]]:
 
 def _verdict_section(metrics: Mapping) -> str:
     rows = []
+    methods = _methods(metrics)
     for method, split, constraint, groups in verdict_entries(metrics):
-        cells = [_e(method), _e(split), _e(constraint)]
+        cells = [_e(method_label(method, methods.get(method))), _e(split), _e(constraint)]
         for kind in VERDICTS:
             members = groups.get(kind, [])
             cells.append(f'<span class="{kind}" title="{_e(", ".join(members))}">{len(members)}</span>')
@@ -188,7 +205,7 @@ def _verdict_section(metrics: Mapping) -> str:
 def _group_tables(metrics: Mapping) -> str:
     out = []
     for name, entry in _methods(metrics).items():
-        for split in SPLITS:
+        for split in splits_of(metrics):
             table = entry.get(split, {}).get("groups") or {}
             rows = [
                 [
@@ -218,7 +235,7 @@ def _group_tables(metrics: Mapping) -> str:
                 "TPR",
                 "FPR",
             ]
-            out.append(_table(f"{name} — {split}", header, rows))
+            out.append(_table(f"{method_label(name, entry)} — {split}", header, rows))
     return "\n".join(out)
 
 
@@ -233,26 +250,46 @@ def _figures(plots: Path) -> str:
     return "\n".join(out)
 
 
+def selection_note_html(name: str) -> str:
+    """The footnote of a method selected on the test split, as a ``<p class="note">``."""
+    note = selection_note(name, code=lambda s: f"<code>{_e(s)}</code>", em=lambda s: f"<em>{_e(s)}</em>")
+    return f'<p class="note">{note}</p>'
+
+
+def selection_notes_html(metrics: Mapping) -> str:
+    """One footnote per method selected on the test split ("" in a normal run)."""
+    return "".join(selection_note_html(name) for name in methods_selected_on_test(metrics))
+
+
 def format_html(metrics: Mapping, config: Mapping | None, plots: Path) -> str:
     config = config or {}
+    splits = splits_of(metrics)
+    methods = _methods(metrics)
     summary = [
         ("run", config.get("name", "–")),
         ("data", (config.get("data") or {}).get("name", "–")),
         ("model", (config.get("model") or {}).get("name", "–")),
+    ]
+    if splits != SPLITS:  # a row only where the splits differ from the usual train/val/test
+        summary.append(
+            ("splits", ", ".join(splits) + (" (no validation split)" if "val" not in splits else ""))
+        )
+    summary += [
         ("sparsity", metrics.get("sparsity")),
         ("tolerance ε", metrics.get("tolerance")),
-        ("methods", ", ".join(_methods(metrics))),
+        ("methods", ", ".join(method_label(name, entry) for name, entry in methods.items())),
         ("seed", config.get("seed", "–")),
     ]
     config_rows = [[_e(k), _e(v)] for k, v in summary]
     method_header = (
-        ["method"] + [f"{s} {k}" for s in SPLITS for k in ("acc", "max EAG [CI]")] + ["feasible (train)"]
+        ["method"] + [f"{s} {k}" for s in splits for k in ("acc", "max EAG [CI]")] + ["feasible (train)"]
     )
     body = [
         "<h1>constrained_fairness run report</h1>",
         _table("Configuration", ["key", "value"], config_rows),
         "<h2>Methods</h2>",
         _table("Accuracy and max EAG per split (bootstrap interval)", method_header, _method_rows(metrics)),
+        selection_notes_html(metrics),
         "<h2>Verdicts</h2>",
         _verdict_section(metrics),
         "<h2>Plots</h2>",
@@ -269,7 +306,7 @@ def write_html_report(run_dir: str | Path, metrics: Mapping, config: Mapping | N
     plots = run_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     if _methods(metrics):
-        for split in SPLITS:
+        for split in splits_of(metrics):
             plot_eag_intervals(metrics, split, plots / f"eag_ci_{split}.png")
         plot_accuracy_vs_violation(metrics, plots / "accuracy_vs_max_eag.png")
         plot_train_vs_test(metrics, plots / "eag_train_vs_test.png")

@@ -14,7 +14,16 @@ written atomically (temporary file in the same folder, then :func:`os.replace`),
 leaves either the previous file or the new one, never a half-written file.
 
 All accuracies and EAGs are shown as fractions with 4 decimals; a missing value (group without
-samples, ``null``/NaN in the inputs, split not evaluated) is shown as ``–``.
+samples, ``null``/NaN in the inputs) is shown as ``–``.
+
+**Splits.** A run evaluates the splits listed in ``metrics["splits"]`` (:func:`splits_of`; a
+run without a validation split, ``data.val_fraction: 0``, has ``["train", "test"]``; an older
+metrics file without the key has all three). Tables, sections and plots cover exactly those
+splits: a split that was not evaluated gets no column, section or plot.
+
+**Selection on test.** A method whose entry has ``"selected_on": "test"`` (``nft_es_test``: the
+best NFT epoch by *test* accuracy, as in the paper's reference code) is marked ``†`` wherever it
+is listed, with a footnote that its test numbers are optimistic (:func:`selection_notes`).
 """
 
 from __future__ import annotations
@@ -30,7 +39,10 @@ from typing import Any
 from .group_report import VERDICTS
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-"""Splits reported, in table/plot order."""
+"""The splits of a run that does not list its own (``metrics["splits"]`` absent), in order."""
+
+TEST_SELECTED_MARK = "†"
+"""Mark of a method selected on the test split (its test numbers are optimistic)."""
 
 MISSING = "–"
 """Placeholder for a value that does not exist (en dash)."""
@@ -92,6 +104,58 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Seque
     return "\n".join(lines)
 
 
+def splits_of(metrics: Mapping) -> tuple[str, ...]:
+    """The evaluated splits of a run, in order: ``metrics["splits"]`` (e.g. ``("train", "test")``
+    for a run without a validation split), or ``("train", "val", "test")`` when the key is absent
+    (metrics files written before it existed)."""
+    splits = metrics.get("splits") if isinstance(metrics, Mapping) else None
+    if splits is None:
+        return SPLITS
+    if isinstance(splits, (str, bytes)) or not isinstance(splits, Sequence):
+        raise TypeError(f"metrics['splits'] must be a list of split names, got {splits!r}")
+    out: list[str] = []
+    for split in splits:
+        if not isinstance(split, str) or not split:
+            raise TypeError(f"metrics['splits'] must be a list of split names, got {splits!r}")
+        if split not in out:
+            out.append(split)
+    return tuple(out)
+
+
+def selected_on_test(entry: Any) -> bool:
+    """Whether a method entry was selected on the test split (``"selected_on": "test"``)."""
+    return isinstance(entry, Mapping) and entry.get("selected_on") == "test"
+
+
+def method_label(name: Any, entry: Any) -> str:
+    """``name``, followed by ``†`` when the method was selected on the test split."""
+    return f"{name} {TEST_SELECTED_MARK}" if selected_on_test(entry) else str(name)
+
+
+def selection_note(
+    name: str,
+    code: Callable[[str], str] = lambda s: f"`{s}`",
+    em: Callable[[str], str] = lambda s: f"*{s}*",
+) -> str:
+    """The footnote of a method selected on test; ``code``/``em`` format the name and the
+    emphasis (markdown by default)."""
+    if name.startswith("nft_es"):
+        what = f"the best NFT epoch by {em('test')} accuracy, as in the reference code"
+    else:
+        what = f"selected by {em('test')} accuracy"
+    return f"{TEST_SELECTED_MARK} {code(name)}: {what}; its test numbers are optimistic (test-set leak)."
+
+
+def methods_selected_on_test(metrics: Mapping) -> list[str]:
+    """The methods of a run selected on the test split, in order."""
+    return [name for name, entry in _methods(metrics).items() if selected_on_test(entry)]
+
+
+def selection_notes(metrics: Mapping) -> list[str]:
+    """One markdown footnote per method selected on the test split (none in a normal run)."""
+    return [selection_note(name) for name in methods_selected_on_test(metrics)]
+
+
 def _methods(metrics: Mapping) -> dict[str, Mapping]:
     methods = metrics.get("methods") or {}
     if not isinstance(methods, Mapping):
@@ -122,7 +186,7 @@ def _resolve_group_names(metrics: Mapping, group_names: Sequence[str]) -> list[s
     seen = set(names)
     sources = [metrics.get("dense"), *_methods(metrics).values()]
     for entry in sources:
-        for split in SPLITS:
+        for split in splits_of(metrics):
             for g in _groups(_split(entry, split)):
                 if str(g) not in seen:
                     seen.add(str(g))
@@ -179,24 +243,26 @@ def present_groups(metrics: Mapping, split: str, group_names: Sequence[str]) -> 
 def format_method_table(metrics: Mapping) -> str:
     """Markdown table with one row per method.
 
-    Columns: accuracy ``acc_s`` and ``max_g ψ[g]`` on train, val and test, and
-    ``feasible (train)`` = ✓ if ``max_eag_train ≤ ε`` else ✗ (``–`` if either is missing).
+    Columns: accuracy ``acc_s`` and ``max_g ψ[g]`` on each evaluated split (:func:`splits_of`),
+    and ``feasible (train)`` = ✓ if ``max_eag_train ≤ ε`` else ✗ (``–`` if either is missing).
+    A method selected on the test split is marked ``†``.
     """
     tolerance = metrics.get("tolerance")
+    splits = splits_of(metrics)
     header = ["method"]
-    for split in SPLITS:
+    for split in splits:
         header += [f"{split} acc", f"{split} max EAG"]
     header.append("feasible (train)")
     rows = []
     for name, entry in _methods(metrics).items():
-        row = [_md_escape(name)]
-        for split in SPLITS:
+        row = [_md_escape(method_label(name, entry))]
+        for split in splits:
             s = _split(entry, split)
             row += [fmt(s.get("accuracy")), fmt(s.get("max_eag"))]
         ok = is_feasible(_split(entry, "train").get("max_eag"), tolerance)
         row.append(MISSING if ok is None else (FEASIBLE if ok else INFEASIBLE))
         rows.append(row)
-    return _md_table(header, rows, ["l"] + ["r"] * (2 * len(SPLITS)) + ["c"])
+    return _md_table(header, rows, ["l"] + ["r"] * (2 * len(splits)) + ["c"])
 
 
 def format_group_table(metrics: Mapping, split: str, group_names: Sequence[str]) -> str:
@@ -209,8 +275,9 @@ def format_group_table(metrics: Mapping, split: str, group_names: Sequence[str])
     methods = _methods(metrics)
     present, empty = present_groups(metrics, split, group_names)
     header = ["group", "n", "dense acc"]
-    for name in methods:
-        header += [f"{name} acc", f"{name} EAG"]
+    for name, entry in methods.items():
+        label = method_label(name, entry)
+        header += [f"{label} acc", f"{label} EAG"]
     rows = []
     for g in present:
         n = group_count(metrics, split, g)
@@ -242,13 +309,13 @@ def _dense_line(metrics: Mapping) -> str | None:
     dense = metrics.get("dense")
     if not isinstance(dense, Mapping):
         return None
-    parts = [f"{split} {fmt(_split(dense, split).get('accuracy'))}" for split in SPLITS]
+    parts = [f"{split} {fmt(_split(dense, split).get('accuracy'))}" for split in splits_of(metrics)]
     return "Dense model accuracy: " + " · ".join(parts)
 
 
 def _epoch_line(metrics: Mapping) -> str | None:
     parts = [
-        f"{_md_escape(name)} {entry['epoch']}"
+        f"{_md_escape(method_label(name, entry))} {entry['epoch']}"
         for name, entry in _methods(metrics).items()
         if entry.get("epoch") is not None
     ]
@@ -272,7 +339,7 @@ def verdict_entries(metrics: Mapping) -> list[tuple[str, str, str, Mapping[str, 
     return [
         (method, split, name, verdict.get("groups", {}))
         for method, entry in _methods(metrics).items()
-        for split in SPLITS
+        for split in splits_of(metrics)
         for name, verdict in (_split(entry, split).get("verdicts") or {}).items()
     ]
 
@@ -280,9 +347,10 @@ def verdict_entries(metrics: Mapping) -> list[tuple[str, str, str, Mapping[str, 
 def format_verdict_table(metrics: Mapping) -> str:
     """Counts of satisfied / violated / uncertain / too small groups per method, split and
     constraint, with the violated groups named ("" when the run has no verdicts)."""
+    methods = _methods(metrics)
     rows = [
         [
-            _md_escape(method),
+            _md_escape(method_label(method, methods.get(method))),
             split,
             _md_escape(name),
             *[str(len(groups.get(k, []))) for k in VERDICTS],
@@ -295,10 +363,26 @@ def format_verdict_table(metrics: Mapping) -> str:
     return _md_table(VERDICT_HEADER, rows, ["l", "l", "l", "r", "r", "r", "r", "l"])
 
 
+def _splits_line(metrics: Mapping) -> str | None:
+    """A note on the evaluated splits; ``None`` for the usual train/val/test."""
+    splits = splits_of(metrics)
+    if splits == SPLITS:
+        return None
+    line = "Evaluated splits: " + ", ".join(splits)
+    return line + (" (this run has no validation split)." if "val" not in splits else ".")
+
+
+def comparison_split(metrics: Mapping) -> str:
+    """The split of the dense-vs-sparse plot: test, else the last evaluated split."""
+    splits = splits_of(metrics)
+    return "test" if "test" in splits or not splits else splits[-1]
+
+
 def format_report(metrics: Mapping, group_names: Sequence[str]) -> str:
     """The full ``report.md`` text (tables plus links to the plots under ``plots/``)."""
+    splits = splits_of(metrics)
     lines = ["# Sparse model fairness report", "", _config_line(metrics), ""]
-    for extra in (_dense_line(metrics), _epoch_line(metrics)):
+    for extra in (_splits_line(metrics), _dense_line(metrics), _epoch_line(metrics)):
         if extra:
             lines += [extra, ""]
     lines += [
@@ -313,7 +397,10 @@ def format_report(metrics: Mapping, group_names: Sequence[str]) -> str:
         format_method_table(metrics),
         "",
     ]
-    for split in SPLITS:
+    notes = selection_notes(metrics)
+    for note in notes:
+        lines += [note, ""]
+    for split in splits:
         lines += [
             f"## Per-group results ({split})",
             "",
@@ -323,7 +410,7 @@ def format_report(metrics: Mapping, group_names: Sequence[str]) -> str:
             "",
         ]
     lines += [
-        "## Dense vs sparse accuracy per group (test)",
+        f"## Dense vs sparse accuracy per group ({comparison_split(metrics)})",
         "",
         "![Dense vs sparse accuracy](plots/dense_vs_sparse_accuracy.png)",
         "",
@@ -353,7 +440,7 @@ def format_report(metrics: Mapping, group_names: Sequence[str]) -> str:
             "",
             format_constraint_table(metrics, name),
             "",
-            *[f"![{name} ({split})](plots/constraint_{name}_{split}.png)" for split in SPLITS],
+            *[f"![{name} ({split})](plots/constraint_{name}_{split}.png)" for split in splits],
             "",
         ]
     return "\n".join(lines)
@@ -454,7 +541,7 @@ def plot_eag(metrics: Mapping, split: str, group_names: Sequence[str], path: str
         return _save_figure(fig, Path(path))
     ax = fig.add_subplot(1, 1, 1)
     series = [
-        (name, [_num(_group(_split(entry, split), g).get("eag")) for g in groups])
+        (method_label(name, entry), [_num(_group(_split(entry, split), g).get("eag")) for g in groups])
         for name, entry in methods.items()
     ]
     _grouped_bars(ax, groups, series)
@@ -488,13 +575,15 @@ def _constraint_split(entry: Mapping, name: str, split: str) -> Mapping:
 def format_constraint_table(metrics: Mapping, name: str) -> str:
     """Max strict violation (net of the tolerance; ≤ 0 is satisfied) per method and split."""
     methods = {m: e for m, e in _methods(metrics).items() if e.get("constraints")}
-    header = ["method", *[f"{s} max violation" for s in SPLITS], "satisfied (train)"]
+    splits = splits_of(metrics)
+    header = ["method", *[f"{s} max violation" for s in splits], "satisfied (train)"]
     rows = []
     for method, entry in methods.items():
-        values = [_num(_constraint_split(entry, name, s).get("max_violation")) for s in SPLITS]
-        ok = MISSING if values[0] is None else (FEASIBLE if values[0] <= 0 else INFEASIBLE)
-        rows.append([_md_escape(method), *[fmt(v) for v in values], ok])
-    return _md_table(header, rows, ["l"] + ["r"] * len(SPLITS) + ["c"])
+        values = [_num(_constraint_split(entry, name, s).get("max_violation")) for s in splits]
+        train = _num(_constraint_split(entry, name, "train").get("max_violation"))
+        ok = MISSING if train is None else (FEASIBLE if train <= 0 else INFEASIBLE)
+        rows.append([_md_escape(method_label(method, entry)), *[fmt(v) for v in values], ok])
+    return _md_table(header, rows, ["l"] + ["r"] * len(splits) + ["c"])
 
 
 def plot_constraint(metrics: Mapping, name: str, split: str, path: str | Path) -> Path:
@@ -512,7 +601,10 @@ def plot_constraint(metrics: Mapping, name: str, split: str, path: str | Path) -
         return _save_figure(fig, Path(path))
     ax = fig.add_subplot(1, 1, 1)
     series = [
-        (m, [_num((_constraint_split(e, name, split).get("violations") or {}).get(r)) for r in rows])
+        (
+            method_label(m, e),
+            [_num((_constraint_split(e, name, split).get("violations") or {}).get(r)) for r in rows],
+        )
         for m, e in methods.items()
     ]
     _grouped_bars(ax, rows, series)
@@ -525,9 +617,11 @@ def plot_constraint(metrics: Mapping, name: str, split: str, path: str | Path) -
 
 
 def plot_dense_vs_sparse(
-    metrics: Mapping, group_names: Sequence[str], path: str | Path, split: str = "test"
+    metrics: Mapping, group_names: Sequence[str], path: str | Path, split: str | None = None
 ) -> Path:
-    """Grouped bars of per-group accuracy: dense ``acc_d[g]`` next to each method's ``acc_s[g]``."""
+    """Grouped bars of per-group accuracy: dense ``acc_d[g]`` next to each method's ``acc_s[g]``,
+    on ``split`` (default: :func:`comparison_split`, i.e. test)."""
+    split = comparison_split(metrics) if split is None else split
     methods = _methods(metrics)
     groups, _ = present_groups(metrics, split, group_names)
     fig = _new_figure(max(6.0, 0.6 * len(groups) * (len(methods) + 1) ** 0.5 + 2.0), 4.5)
@@ -539,7 +633,7 @@ def plot_dense_vs_sparse(
         ("dense", [_dense_group_accuracy(metrics, split, g) for g in groups])
     ]
     series += [
-        (name, [_num(_group(_split(entry, split), g).get("accuracy")) for g in groups])
+        (method_label(name, entry), [_num(_group(_split(entry, split), g).get("accuracy")) for g in groups])
         for name, entry in methods.items()
     ]
     _grouped_bars(ax, groups, series)
@@ -629,9 +723,10 @@ def write_report(
 ) -> list[Path]:
     """Write ``report.md`` and the plots of a run; return the paths written.
 
-    Files (each written atomically): ``plots/eag_{train,val,test}.png``, ``plots/multipliers.png``,
-    ``plots/dense_vs_sparse_accuracy.png`` and ``report.md`` (written last, so it only links to
-    plots that exist; returned first).
+    Files (each written atomically): ``plots/eag_<split>.png`` per evaluated split
+    (:func:`splits_of`), ``plots/multipliers.png``, ``plots/dense_vs_sparse_accuracy.png``,
+    ``plots/constraint_<name>_<split>.png`` per declared constraint and split, and ``report.md``
+    (written last, so it only links to plots that exist; returned first).
     """
     if not isinstance(metrics, Mapping):
         raise TypeError(f"metrics must be a mapping (the content of metrics.json), got {type(metrics)}")
@@ -639,11 +734,12 @@ def write_report(
     plots = run_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     history = list(history or [])
-    written = [plot_eag(metrics, split, group_names, plots / f"eag_{split}.png") for split in SPLITS]
+    splits = splits_of(metrics)
+    written = [plot_eag(metrics, split, group_names, plots / f"eag_{split}.png") for split in splits]
     written.append(plot_multipliers(history, group_names, plots / "multipliers.png"))
     written.append(plot_dense_vs_sparse(metrics, group_names, plots / "dense_vs_sparse_accuracy.png"))
     for name in constraint_names(metrics):
-        for split in SPLITS:
+        for split in splits:
             written.append(plot_constraint(metrics, name, split, plots / f"constraint_{name}_{split}.png"))
     report = atomic_write_text(run_dir / "report.md", format_report(metrics, group_names))
     return [report, *written]

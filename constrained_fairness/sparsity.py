@@ -11,6 +11,7 @@ so masks survive momentum and weight decay, and they are part of the checkpoint.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 from .errors import ConfigError
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+ROUNDINGS = ("nearest_kept", "ceil_pruned")
 
 
 def cubic_sparsity(epoch: int, total_epochs: int, final: float, initial: float = 0.0) -> float:
@@ -53,14 +55,23 @@ class MagnitudePruner:
 
     ``scope="layerwise"``: each layer keeps its ``round((1 − s) n_l)`` largest ``|w|``.
     ``scope="global"``: all prunable weights compete together for ``round((1 − s) Σ n_l)``.
+    ``rounding="ceil_pruned"`` prunes ``⌈s n⌉`` weights instead (keeps ``n − ⌈s n⌉``), as the
+    paper code does (``src/models/pruning.py``); the two differ by at most one weight per layer.
     """
 
     def __init__(
-        self, model: nn.Module, scope: str = "layerwise", dense_layers: Sequence[str] = ("first", "last")
+        self,
+        model: nn.Module,
+        scope: str = "layerwise",
+        dense_layers: Sequence[str] = ("first", "last"),
+        rounding: str = "nearest_kept",
     ) -> None:
         if scope not in ("layerwise", "global"):
             raise ConfigError(f"pruning.scope must be 'layerwise' or 'global', got {scope!r}")
+        if rounding not in ROUNDINGS:
+            raise ConfigError(f"pruning.rounding must be nearest_kept or ceil_pruned, got {rounding!r}")
         self.scope = scope
+        self.rounding = rounding
         self.layers = prunable_layers(model, dense_layers)
         if not self.layers:
             raise ConfigError(
@@ -79,10 +90,10 @@ class MagnitudePruner:
         weights = {name: m.weight.detach() * self.masks[name] for name, m in self.layers.items()}
         if self.scope == "layerwise":
             for name, w in weights.items():
-                self.masks[name] = _top_magnitude_mask(w.flatten(), sparsity).view_as(w)
+                self.masks[name] = _top_magnitude_mask(w.flatten(), sparsity, self.rounding).view_as(w)
         else:
             flat = torch.cat([w.flatten() for w in weights.values()])
-            keep = _top_magnitude_mask(flat, sparsity)
+            keep = _top_magnitude_mask(flat, sparsity, self.rounding)
             sizes = [w.numel() for w in weights.values()]
             for name, part in zip(weights, torch.split(keep, sizes), strict=True):
                 self.masks[name] = part.view_as(weights[name])
@@ -116,8 +127,17 @@ class MagnitudePruner:
         self.apply()
 
 
-def _top_magnitude_mask(values: torch.Tensor, sparsity: float) -> torch.Tensor:
-    keep = round((1.0 - sparsity) * values.numel())
+def kept_count(n: int, sparsity: float, rounding: str = "nearest_kept") -> int:
+    """Weights kept of ``n`` at ``sparsity``: ``round((1 − s) n)``, or ``n − ⌈s n⌉`` (``ceil_pruned``)."""
+    if rounding == "ceil_pruned":
+        return n - math.ceil(sparsity * n)
+    return round((1.0 - sparsity) * n)
+
+
+def _top_magnitude_mask(
+    values: torch.Tensor, sparsity: float, rounding: str = "nearest_kept"
+) -> torch.Tensor:
+    keep = kept_count(values.numel(), sparsity, rounding)
     mask = torch.zeros_like(values, dtype=torch.bool)
     if keep > 0:
         mask[torch.topk(values.abs(), keep, sorted=False).indices] = True

@@ -24,12 +24,12 @@ def _jpeg(path: Path, rng: np.random.Generator, size: int = 12) -> None:
     Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path, format="JPEG")
 
 
-def make_utkface(root: Path, n: int = 24, seed: int = 0) -> Path:
+def make_utkface(root: Path, n: int = 24, seed: int = 0, size: int = 12) -> Path:
     """``[age]_[gender]_[race]_[date&time].jpg.chip.jpg`` files, every race and gender present."""
     rng = np.random.default_rng(seed)
     for i in range(n):
         age, gender, race = 20 + i, i % 2, i % 5
-        _jpeg(root / f"{age}_{gender}_{race}_2017011{i % 10}1234567{i:02d}.jpg.chip.jpg", rng)
+        _jpeg(root / f"{age}_{gender}_{race}_2017011{i % 10}1234567{i:02d}.jpg.chip.jpg", rng, size)
     return root
 
 

@@ -155,3 +155,144 @@ def test_bootstrap_resamples_below_one_is_a_config_error(tmp_path, capsys):
     config = tiny_config(tmp_path)
     assert main(["run", str(config), "--quiet", "--set", "evaluation.bootstrap_resamples=0"]) == 2
     assert "evaluation.bootstrap_resamples must be >= 1" in capsys.readouterr().err
+
+
+# -- runs without a validation split ("paper mode": data.val_fraction = 0) ----------------------
+
+LEAK_NOTE_HTML = (
+    '<p class="note">† <code>nft_es_test</code>: the best NFT epoch by <em>test</em> accuracy, '
+    "as in the reference code; its test numbers are optimistic (test-set leak).</p>"
+)
+LEAK_NOTE_MD = (
+    "† `nft_es_test`: the best NFT epoch by *test* accuracy, as in the reference code; "
+    "its test numbers are optimistic (test-set leak)."
+)
+
+
+def _no_val_word(text: str) -> bool:
+    """No ``val`` word outside the embedded PNGs (base64 may hold any letters)."""
+    import re
+
+    return re.search(r"\bval\b", re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", text)) is None
+
+
+def _paper_mode_run(source: Path, target: Path) -> dict:
+    """A copy of a finished run rewritten as a run without a validation split: an ``nft_es``
+    entry (the NFT entry, selected on val) becomes ``nft_es_test`` selected on test, every
+    ``"val"`` key goes, ``"splits": ["train", "test"]``; reports rewritten from scratch."""
+    import yaml
+
+    from constrained_fairness.html_report import write_html_report
+    from constrained_fairness.report import write_report
+
+    from .test_report import _without_val, to_paper_mode
+
+    shutil.copytree(source, target)
+    shutil.rmtree(target / "plots")
+    metrics = json.loads((target / "metrics.json").read_text())
+    nft_es = json.loads(json.dumps(metrics["methods"]["nft"]))
+    nft_es["selected_on"] = "val"
+    nft_es["test"]["accuracy"] = 0.98765  # recognisable in the tables
+    metrics["methods"]["nft_es"] = nft_es
+    metrics = to_paper_mode(metrics)
+    assert '"val"' not in json.dumps(metrics)  # the rewrite left no val key
+    (target / "metrics.json").write_text(json.dumps(metrics))
+    history = [json.loads(line) for line in (target / "history.jsonl").read_text().splitlines() if line]
+    history = _without_val(history)
+    (target / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    config = yaml.safe_load((target / "config.yaml").read_text())
+    write_report(target, metrics, history, metrics["groups"])
+    write_html_report(target, metrics, config)
+    return metrics
+
+
+@pytest.fixture(scope="module")
+def paper_runs(sweep, tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("paper")
+    runs = [root / "runs" / name for name in ("p0-p0.9", "p1-p0.9")]
+    for source, target in zip((sweep / "s0-p0.9", sweep / "s1-p0.9"), runs, strict=True):
+        _paper_mode_run(source, target)
+    return runs
+
+
+def test_html_report_without_val_split(paper_runs):
+    import re
+
+    run = paper_runs[0]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert list(metrics["methods"]) == ["nft", "ceag", "nft_es_test"]
+    checker = check_html(run / "report.html")
+    text = (run / "report.html").read_text()
+    assert _no_val_word(text), "a val column, table or plot in report.html"
+    names = {p.name for p in (run / "plots").glob("*.png")}
+    assert {"eag_ci_train.png", "eag_ci_test.png", "eag_train.png", "eag_test.png"} <= names
+    assert not any("val" in n for n in names)
+    assert len(checker.images) == len(names)
+    # the method table: train and test columns, nft_es_test marked, the note right below it
+    caption = "<caption>Accuracy and max EAG per split (bootstrap interval)</caption>"
+    table = text[text.index(caption) : text.index("</table>", text.index(caption)) + len("</table>")]
+    header = re.findall(r"<th>(.*?)</th>", table)
+    assert header == [
+        "method",
+        "train acc",
+        "train max EAG [CI]",
+        "test acc",
+        "test max EAG [CI]",
+        "feasible (train)",
+    ]
+    assert "<tr><td>nft_es_test †</td>" in table and "0.9877" in table
+    assert text[text.index(caption) + len(table) :].startswith(LEAK_NOTE_HTML + "<h2>Verdicts</h2>")
+    assert text.count(LEAK_NOTE_HTML) == 1
+    # per-group tables and verdicts on train and test only, the method marked
+    assert re.findall(r"<caption>nft_es_test † — (\w+)</caption>", text) == ["train", "test"]
+    assert "<td>nft_es_test †</td><td>test</td><td>eag</td>" in text
+    assert "<td>splits</td><td>train, test (no validation split)</td>" in text
+    # report.md of the same run
+    md = (run / "report.md").read_text()
+    assert re.search(r"\bval\b", md) is None and md.count(LEAK_NOTE_MD) == 1
+    assert "| nft_es_test † | 0." in md
+
+
+def test_compare_runs_without_val_split(paper_runs, sweep, tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", *map(str, paper_runs), "--output", str(out)]) == 0
+    table = (out / "compare.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| p")]
+    assert len(rows) == 2 * 3  # 2 runs x (nft, ceag, nft_es_test)
+    marked = [line for line in rows if "| nft_es_test † |" in line]
+    assert len(marked) == 2 and all("| 0.9877 |" in line for line in marked)
+    assert not any("| nft_es_test |" in line for line in rows)
+    lines = table.splitlines()
+    last_row = max(i for i, line in enumerate(lines) if line.startswith("| p"))
+    assert lines[last_row + 1 : last_row + 3] == ["", LEAK_NOTE_MD] and table.count(LEAK_NOTE_MD) == 1
+    assert _no_val_word(table)
+    html = (out / "compare.html").read_text()
+    check_html(out / "compare.html")
+    assert "<td>nft_es_test †</td>" in html and html.count(LEAK_NOTE_HTML) == 1
+    # a run without and one with a validation split compare alike; only the leaky method is marked
+    mixed = tmp_path / "mixed"
+    assert main(["compare", str(paper_runs[0]), str(sweep / "s0-p0.5"), "--output", str(mixed)]) == 0
+    mixed_table = (mixed / "compare.md").read_text()
+    assert len([line for line in mixed_table.splitlines() if line.startswith("| ")]) == 2 + 3 + 2
+    assert mixed_table.count("†") == 2  # the nft_es_test row and its note
+
+
+def test_compare_of_three_split_runs_has_no_leak_note(sweep, tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", str(sweep), "--output", str(out)]) == 0
+    assert (
+        "†" not in (out / "compare.md").read_text()
+        and "test-set leak" not in (out / "compare.html").read_text()
+    )
+
+
+def test_aggregate_table_without_val_split_marks_the_leak(paper_runs, sweep, tmp_path):
+    from constrained_fairness.aggregate import write_table
+
+    text = write_table(paper_runs, tmp_path / "table.md")
+    lines = text.splitlines()
+    row = next(line for line in lines if line.startswith("| 0.9 | nft_es_test † | 2 |"))
+    assert "0.9877 ± 0.0000" in row
+    assert lines[-2:] == ["", LEAK_NOTE_MD]
+    normal = write_table([sweep / "s0-p0.9", sweep / "s1-p0.9"], tmp_path / "normal.md")
+    assert "†" not in normal and len(normal.splitlines()) == 2 + 2

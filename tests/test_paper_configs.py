@@ -32,7 +32,8 @@ TINY = [
     "logging.progress=never",
 ]
 FIXTURES = {
-    "utkface": (make_utkface, ["model.width=0.25"]),
+    # the paper's UTKFace transform keeps the native size (no resize), so the fixture is 32 x 32
+    "utkface": (lambda root: make_utkface(root, size=32), ["model.width=0.25"]),
     # The paper's ResNet-34 checkpoint (weights, momentum, masks) is 267 MB, and this pipeline
     # writes about twenty of them: 5 GB, more than CI's disk holds. MobileNetV2 at width 0.25
     # runs the same FairFace data path; ResNet-34 itself is built and stepped in test_models.
@@ -73,12 +74,17 @@ def test_paper_pipeline_runs_on_tiny_fixtures(tmp_path, dataset):
     from_dense = [f"model.checkpoint={dense_dir / 'checkpoints' / 'dense.pt'}"]
     assert run_stage(dataset, "table", table_dir, root, from_dense) == 0
     metrics = json.loads((table_dir / "metrics.json").read_text())
-    assert list(metrics["methods"]) == ["nft", "nft_es", "el", "el_rb", "ceag"]
+    # paper mode trains on the whole training split: no val split, NFT+ES picked on test, by name
+    assert metrics["splits"] == ["train", "test"]
+    assert list(metrics["methods"]) == ["nft", "nft_es_test", "el", "el_rb", "ceag"]
+    assert metrics["methods"]["nft_es_test"]["selected_on"] == "test"
+    assert all("val" not in entry for entry in metrics["methods"].values())
     assert metrics["dense"] == json.loads((dense_dir / "metrics.json").read_text())["dense"]
     assert not (table_dir / "checkpoints" / "dense.pt").exists()  # the dense model came from the checkpoint
     for stage in STAGES[1:]:  # each stage file on its own, from the same dense checkpoint
         assert run_stage(dataset, stage, tmp_path / stage, root, from_dense) == 0, stage
-        assert list(json.loads((tmp_path / stage / "metrics.json").read_text())["methods"]) == [stage]
+        expected = "nft_es_test" if stage == "nft_es" else stage
+        assert list(json.loads((tmp_path / stage / "metrics.json").read_text())["methods"]) == [expected]
 
 
 def _corrupt_one_image(root: Path) -> str:

@@ -346,3 +346,150 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
         report._atomic_write(target, boom, mode="w")
     assert target.read_text(encoding="utf-8") == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+# --------------------------------------------------------------------------------------------
+# runs without a validation split ("paper mode": data.val_fraction = 0)
+# --------------------------------------------------------------------------------------------
+
+LEAK_NOTE = (
+    "† `nft_es_test`: the best NFT epoch by *test* accuracy, as in the reference code; "
+    "its test numbers are optimistic (test-set leak)."
+)
+
+
+def _without_val(obj):
+    """``obj`` with every ``"val"`` key removed, at any depth."""
+    if isinstance(obj, dict):
+        return {k: _without_val(v) for k, v in obj.items() if k != "val"}
+    if isinstance(obj, list):
+        return [_without_val(v) for v in obj]
+    return obj
+
+
+def to_paper_mode(metrics: dict) -> dict:
+    """A metrics dict as a run without a validation split writes it: no ``"val"`` anywhere,
+    ``"splits": ["train", "test"]``, and ``nft_es`` selected on test (``nft_es_test``)."""
+    out = _without_val(copy.deepcopy(metrics))
+    out["splits"] = ["train", "test"]
+    methods = {}
+    for name, entry in out["methods"].items():
+        if name == "nft_es":
+            name, entry = "nft_es_test", {**entry, "selected_on": "test"}
+        methods[name] = entry
+    out["methods"] = methods
+    return out
+
+
+def make_full_metrics() -> dict:
+    """:func:`make_metrics` plus an ``nft_es`` entry (selected on val), a declared constraint
+    ``dp`` reported for every method and EAG verdicts, on all three splits."""
+    metrics = make_metrics()
+    nft_es = copy.deepcopy(metrics["methods"]["nft"])
+    nft_es["epoch"] = 2
+    nft_es["selected_on"] = "val"
+    for split in SPLITS:
+        nft_es[split]["accuracy"] += 0.0123
+    metrics["methods"]["nft_es"] = nft_es
+    for i, entry in enumerate(metrics["methods"].values()):
+        entry["constraints"] = {
+            "dp": {
+                split: {"max_violation": 0.01 * (i + 1) + 0.001 * j, "violations": {"sex=F": 0.002 * (i + 1)}}
+                for j, split in enumerate(SPLITS)
+            }
+        }
+        for split in SPLITS:
+            entry[split]["verdicts"] = {
+                "eag": {"groups": {"satisfied": ["White|Male"], "violated": ["White|Female"]}}
+            }
+    return metrics
+
+
+def test_splits_of_reads_the_key_and_defaults_to_three_splits() -> None:
+    assert report.splits_of({"methods": {}}) == ("train", "val", "test")
+    assert report.splits_of({"splits": ["train", "test"]}) == ("train", "test")
+    assert report.splits_of({"splits": ("train", "val", "test")}) == ("train", "val", "test")
+    for bad in ("train", [1, 2], {"train": 1}):
+        with pytest.raises(TypeError, match="metrics\\['splits'\\]"):
+            report.splits_of({"splits": bad})
+
+
+def test_three_split_run_has_no_leak_note_and_all_splits() -> None:
+    text = report.format_report(make_full_metrics(), GROUPS)
+    assert "†" not in text and "test-set leak" not in text and "Evaluated splits" not in text
+    header, rows = table_rows(text, "method")
+    assert "val acc" in header and "nft_es" in rows
+    assert "## Per-group results (val)" in text and "![dp (val)](plots/constraint_dp_val.png)" in text
+
+
+def test_method_table_without_val_split() -> None:
+    full = make_full_metrics()
+    metrics = to_paper_mode(full)
+    header, rows = table_rows(format_method_table(metrics), "method")
+    assert header == ["method", "train acc", "train max EAG", "test acc", "test max EAG", "feasible (train)"]
+    assert list(rows) == ["nft", "ceag", "el", "nft_es_test †"]
+    row = rows["nft_es_test †"]
+    for split in ("train", "test"):
+        expected = full["methods"]["nft_es"][split]["accuracy"]
+        assert row[header.index(f"{split} acc")] == f"{expected:.4f}"
+    assert rows["nft"][-1] == "✗" and rows["ceag"][-1] == "✓"
+
+
+def test_write_report_without_val_split(tmp_path: Path) -> None:
+    metrics = to_paper_mode(make_full_metrics())
+    history = _without_val(make_history())
+    paths = write_report(tmp_path / "run", metrics, history, GROUPS)
+    run = tmp_path / "run"
+    names = {
+        "eag_train.png",
+        "eag_test.png",
+        "multipliers.png",
+        "dense_vs_sparse_accuracy.png",
+        "constraint_dp_train.png",
+        "constraint_dp_test.png",
+    }
+    assert {Path(p) for p in paths} == {run / "report.md"} | {run / "plots" / n for n in names}
+    assert sorted(p.name for p in (run / "plots").iterdir()) == sorted(names)  # no val plot
+    for p in (run / "plots").iterdir():
+        _check_png(p)
+
+    text = (run / "report.md").read_text(encoding="utf-8")
+    assert re.search(r"\bval\b", text) is None, "a val column, section or plot in report.md"
+    assert "Evaluated splits: train, test (this run has no validation split)." in text
+    assert "Dense model accuracy: train 0.9000 · test 0.8700" in text
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert {run / link for link in links} == {run / "plots" / n for n in names}
+    # one section per evaluated split
+    assert re.findall(r"^## Per-group results \((\w+)\)$", text, re.M) == ["train", "test"]
+    assert len([ln for ln in text.splitlines() if ln.startswith("| group |")]) == 2
+    # the leak note sits right below the method table, and the method is marked wherever listed
+    lines = text.splitlines()
+    start = lines.index("## Method comparison")
+    table_end = next(i for i in range(start + 2, len(lines)) if not lines[i].startswith("|")) - 1
+    assert lines[table_end].startswith("| nft_es_test † |")
+    assert lines[table_end + 1] == "" and lines[table_end + 2] == LEAK_NOTE
+    assert text.count(LEAK_NOTE) == 1
+    assert "nft_es_test † 2" in text  # fine-tuning epoch line
+    header, _ = table_rows(text, "group")
+    assert header[-2:] == ["nft_es_test † acc", "nft_es_test † EAG"]
+    # verdicts on train and test only, the method marked
+    verdict_lines = [ln for ln in lines if ln.startswith("| nft_es_test † |") and "| eag |" in ln]
+    assert [split_row(ln)[1] for ln in verdict_lines] == ["train", "test"]
+    assert not any(split_row(ln)[1] == "val" for ln in lines if "| eag |" in ln)
+    # the constraint table: train and test columns only
+    section = text[text.index("## Constraint `dp`") :]
+    header, rows = table_rows(section, "method")
+    assert header == ["method", "train max violation", "test max violation", "satisfied (train)"]
+    assert rows["nft_es_test †"][1:3] == ["0.0400", "0.0420"]
+
+
+def test_report_with_only_a_train_split_has_no_test_section(tmp_path: Path) -> None:
+    """Any subset of splits: with train alone, no test column and the dense-vs-sparse plot on train."""
+    metrics = to_paper_mode(make_full_metrics())
+    metrics = {**metrics, "splits": ["train"]}
+    write_report(tmp_path, metrics, [], GROUPS)
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    header, _ = table_rows(text, "method")
+    assert header == ["method", "train acc", "train max EAG", "feasible (train)"]
+    assert "## Dense vs sparse accuracy per group (train)" in text
+    assert "(test)" not in text and not (tmp_path / "plots" / "eag_test.png").exists()

@@ -7,12 +7,13 @@ Write a new one by subclassing :class:`GroupStatisticConstraint`; see
 from .accuracy_gap import ExcessAccuracyGap
 from .accuracy_parity import AccuracyParity, BoundedGroupLoss
 from .base import BatchOutputs, GroupConstraint
-from .equalized_loss import EqualizedLoss
+from .equalized_loss import AbsoluteEqualizedLoss, EqualizedLoss
 from .rates import DemographicParity, EqualizedOdds, EqualOpportunity, RateConstraint
 from .reference import DenseReference
 from .statistic import GroupStatisticConstraint, SampleStatistic
 
 __all__ = [
+    "AbsoluteEqualizedLoss",
     "AccuracyParity",
     "BatchOutputs",
     "BoundedGroupLoss",

@@ -69,16 +69,21 @@ def check_tolerance(tolerance: float, what: str) -> float:
 class GroupConstraint(cooper.Constraint, abc.ABC):
     """Base class: a family of ``num_constraints`` inequality constraints ``c_i(θ) ≤ 0``.
 
+    A subclass may set ``CONSTRAINT_TYPE = cooper.ConstraintType.EQUALITY`` for constraints
+    ``c_i(θ) = 0``: their multipliers are not projected onto ``λ ≥ 0``.
+
     Subclasses implement :meth:`compute`, and :meth:`state_dict` / :meth:`load_state_dict`
     if they keep state besides the multiplier (for example a replay buffer). Most
     constraints are per-group statistics: subclass
     :class:`~constrained_fairness.constraints.statistic.GroupStatisticConstraint` instead.
     """
 
+    CONSTRAINT_TYPE = cooper.ConstraintType.INEQUALITY
+
     def __init__(self, num_constraints: int, tolerance: float, device: torch.device | str = "cpu") -> None:
         # Cooper 1.0.x: call ``super().__init__()`` before assigning attributes.
         super().__init__(
-            constraint_type=cooper.ConstraintType.INEQUALITY,
+            constraint_type=type(self).CONSTRAINT_TYPE,
             multiplier=IndexedMultiplier(num_constraints=num_constraints, device=torch.device(device)),
         )
         self.num_constraints = num_constraints

@@ -135,7 +135,13 @@ def _bounded_group_loss(spec: Any, grouping: Grouping, context: BuildContext) ->
 
 @register_constraint("excess_accuracy_gap")
 def _excess_accuracy_gap(spec: Any, grouping: Grouping, context: BuildContext) -> GroupConstraint:
-    return ExcessAccuracyGap(context.reference(grouping), spec.tolerance, spec.buffer_size, grouping=grouping)
+    return ExcessAccuracyGap(
+        context.reference(grouping),
+        spec.tolerance,
+        spec.buffer_size,
+        getattr(spec, "overall_estimate", "weighted"),
+        grouping=grouping,
+    )
 
 
 @register_constraint("equalized_loss")

@@ -25,8 +25,8 @@ from constrained_fairness.data.images import (
     ImageData,
     LabeledImages,
     PathLike,
+    dataset_transforms,
     decode_cifar_rows,
-    image_transforms,
     resolve_data_root,
     split_indices,
 )
@@ -155,6 +155,7 @@ def load_cifar100(
     image_size: int = 32,
     seed: int = 0,
     val_fraction: float = 0.1,
+    transforms: str = "augmented",
 ) -> ImageData:
     """Load CIFAR-100 from the ``cifar-100-python`` pickles.
 
@@ -163,12 +164,14 @@ def load_cifar100(
             ``$CFAIR_DATA_ROOT/cifar100``.
         image_size: side of the square images fed to the model (32 keeps the native size).
         seed: seed of the train / val permutation.
-        val_fraction: fraction of the ``train`` pickle held out for validation; ``test`` is the test split.
+        val_fraction: fraction of the ``train`` pickle held out for validation (0: none, the paper code's
+            choice); ``test`` is the test split.
+        transforms: ``"augmented"`` (random crops and flips) or ``"reference"`` (the paper code's: no
+            augmentation; see :func:`~constrained_fairness.data.images.reference_transforms`).
 
     Targets are the fine labels; the one protected attribute ``"class"`` has the same codes, with
     ``attribute_values[0] == class_names == meta['fine_label_names']``. All images are held in memory as
-    uint8 (about 180 MB); the transforms are those of
-    :func:`~constrained_fairness.data.images.image_transforms` for ``"cifar100"``.
+    uint8 (about 180 MB).
 
     Raises:
         DataError: no root, a missing folder or pickle, an unexpected pickle content (naming the file), or
@@ -185,8 +188,8 @@ def load_cifar100(
     train_images, train_labels = _read_split(folder / "train", len(names))
     test_images, test_labels = _read_split(folder / "test", len(names))
     train, val, _ = split_indices(len(train_labels), seed=seed, val_fraction=val_fraction)
-    train_transform = image_transforms("cifar100", image_size, train=True)
-    eval_transform = image_transforms("cifar100", image_size, train=False)
+    train_transform = dataset_transforms("cifar100", image_size, True, transforms)
+    eval_transform = dataset_transforms("cifar100", image_size, False, transforms)
 
     def subset(images: np.ndarray, labels: np.ndarray, transform: object) -> LabeledImages:
         return LabeledImages(np.ascontiguousarray(images), labels, labels[:, None], transform)

@@ -23,7 +23,7 @@ from constrained_fairness.data.images import (
     LabeledImages,
     PathLike,
     check_names,
-    image_transforms,
+    dataset_transforms,
     resolve_data_root,
     split_indices,
 )
@@ -127,6 +127,7 @@ def load_fairface(
     image_size: int = 224,
     seed: int = 0,
     val_fraction: float = 0.1,
+    transforms: str = "augmented",
 ) -> ImageData:
     """Load FairFace from its label CSVs and image folders.
 
@@ -138,7 +139,10 @@ def load_fairface(
             the target.
         image_size: side of the square images (the paper uses 224).
         seed: seed of the train / val permutation.
-        val_fraction: fraction of the rows of ``fairface_label_train.csv`` held out for validation.
+        val_fraction: fraction of the rows of ``fairface_label_train.csv`` held out for validation (0:
+            none, the paper code's choice).
+        transforms: ``"augmented"`` (:func:`~constrained_fairness.data.images.image_transforms`) or
+            ``"reference"`` (:func:`~constrained_fairness.data.images.reference_transforms`).
 
     Rows of ``fairface_label_train.csv`` form train and val (seeded, see
     :func:`~constrained_fairness.data.images.split_indices`); rows of ``fairface_label_val.csv`` form the
@@ -162,8 +166,8 @@ def load_fairface(
         parts.append((paths, targets, attributes))
     (train_paths, train_targets, train_attributes), (test_paths, test_targets, test_attributes) = parts
     train, val, _ = split_indices(len(train_paths), seed=seed, val_fraction=val_fraction)
-    train_transform = image_transforms("fairface", image_size, train=True)
-    eval_transform = image_transforms("fairface", image_size, train=False)
+    train_transform = dataset_transforms("fairface", image_size, True, transforms)
+    eval_transform = dataset_transforms("fairface", image_size, False, transforms)
 
     def subset(rows: np.ndarray, transform: object) -> LabeledImages:
         return LabeledImages(

@@ -45,9 +45,12 @@ __all__ = [
     "ImageData",
     "LabeledImages",
     "check_names",
+    "dataset_transforms",
     "decode_cifar_rows",
     "decode_image_file",
     "image_transforms",
+    "reference_split_indices",
+    "reference_transforms",
     "resolve_data_root",
     "split_indices",
 ]
@@ -310,6 +313,70 @@ def image_transforms(dataset: str, image_size: int, train: bool) -> Any:
     return v2.Compose(steps)
 
 
+REFERENCE_CIFAR100_MEAN: tuple[float, float, float] = (0.507, 0.4865, 0.4409)
+"""CIFAR-100 channel means as written in the paper code (``src/datasets/datasets.py``)."""
+REFERENCE_CIFAR100_STD: tuple[float, float, float] = (0.2673, 0.2564, 0.2761)
+"""CIFAR-100 channel standard deviations as written in the paper code."""
+
+
+class ReferenceTransform:
+    """The paper code's torchvision (v1) pipeline, applied to a PIL image as the reference does.
+
+    ``steps`` is the ``torchvision.transforms.Compose`` itself; a uint8 ``(3, H, W)`` tensor (what
+    :class:`LabeledImages` decodes) is first turned into the PIL image it came from, losslessly.
+    """
+
+    def __init__(self, steps: Any) -> None:
+        self.steps = steps
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        if isinstance(image, torch.Tensor):
+            image = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
+        return self.steps(image)
+
+    def __repr__(self) -> str:
+        return f"ReferenceTransform({self.steps!r})"
+
+
+def reference_transforms(dataset: str, image_size: int, train: bool) -> ReferenceTransform:
+    """The transforms of ``merajhashemi/balancing-act`` (``src/datasets/datasets.py``), step by step.
+
+    - ``"utkface"``: train ``ToTensor, RandomHorizontalFlip, Normalize(ImageNet)`` at the native size
+      (``image_size`` is not used: the reference does not resize); eval without the flip;
+    - ``"fairface"``: ``Resize(image_size)`` (an int: the shorter side, aspect kept; the paper uses 224),
+      then the same steps;
+    - ``"cifar100"``: ``ToTensor, Normalize(REFERENCE_CIFAR100_MEAN, REFERENCE_CIFAR100_STD)`` for train
+      and eval alike: no augmentation at all, and no resize.
+    """
+    from torchvision import transforms as v1
+
+    name = str(dataset).lower()
+    if name not in _DATASETS:
+        raise DataError(
+            f"no image transforms for data set {dataset!r}; choose one of: {', '.join(_DATASETS)}"
+        )
+    steps: list[Any] = []
+    if name == "fairface":
+        steps.append(v1.Resize(_check_image_size(image_size)))
+    steps.append(v1.ToTensor())
+    if name in _FACE_DATASETS:
+        if train:
+            steps.append(v1.RandomHorizontalFlip())
+        steps.append(v1.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD)))
+    else:
+        steps.append(v1.Normalize(list(REFERENCE_CIFAR100_MEAN), list(REFERENCE_CIFAR100_STD)))
+    return ReferenceTransform(v1.Compose(steps))
+
+
+def dataset_transforms(dataset: str, image_size: int, train: bool, style: str = "augmented") -> Any:
+    """:func:`image_transforms` (``style="augmented"``) or :func:`reference_transforms` (``"reference"``)."""
+    if style == "reference":
+        return reference_transforms(dataset, image_size, train)
+    if style != "augmented":
+        raise DataError(f"transforms must be 'augmented' or 'reference', got {style!r}")
+    return image_transforms(dataset, image_size, train)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Data roots and splits.
 
@@ -351,7 +418,8 @@ def split_indices(
     With ``perm = numpy.random.default_rng(seed).permutation(n)``: if ``test_fraction`` is given, test is
     the first ``round(test_fraction * n)`` entries of ``perm``; val is the first ``round(val_fraction * m)``
     of the ``m`` remaining entries and train the rest. Without ``test_fraction`` (a data set with its own
-    test files) test is empty. Held-out sizes are rounded half up with at least one item.
+    test files) test is empty. Held-out sizes are rounded half up with at least one item;
+    ``val_fraction = 0`` gives an empty val split (train on all the non-test items).
     """
     try:
         rng = np.random.default_rng(seed)
@@ -362,14 +430,44 @@ def split_indices(
     if test_fraction is not None:
         n_test = held_out_count(check_fraction("test_fraction", test_fraction), n)
         test, perm = perm[:n_test], perm[n_test:]
-    n_val = held_out_count(check_fraction("val_fraction", val_fraction), len(perm))
-    val, train = perm[:n_val], perm[n_val:]
+    train, val = _carve_val(perm, val_fraction, n, test_fraction)
+    return train, val, np.sort(test)
+
+
+def reference_split_indices(
+    n: int, *, test_fraction: float = 0.2, val_fraction: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The paper code's UTKFace split, then (optionally) a seeded validation split of its train part.
+
+    ``perm = numpy.random.RandomState(1357).permutation(n)`` over the sorted valid files; test is
+    ``perm[:int(test_fraction * n)]`` (truncated, not rounded) and train the rest, exactly as
+    ``src/datasets/utkface.py`` of ``merajhashemi/balancing-act``. The reference trains on all of it
+    (``val_fraction = 0``); a positive ``val_fraction`` (the honest NFT+ES option) takes val from the
+    front of the rest of that permutation, so test stays the paper's. Each split is sorted ascending.
+    """
+    perm = np.random.RandomState(1357).permutation(n)
+    n_test = int(check_fraction("test_fraction", test_fraction) * n)
+    test, rest = perm[:n_test], perm[n_test:]
+    train, val = _carve_val(rest, val_fraction, n, test_fraction)
+    return train, val, np.sort(test)
+
+
+def _carve_val(
+    perm: np.ndarray, val_fraction: float, n: int, test_fraction: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``(train, val)`` of the permuted items ``perm``: val is the first ``val_fraction`` share
+    (rounded half up, at least one item), none when ``val_fraction == 0``."""
+    if val_fraction == 0:
+        val, train = perm[:0], perm
+    else:
+        n_val = held_out_count(check_fraction("val_fraction", val_fraction), len(perm))
+        val, train = perm[:n_val], perm[n_val:]
     if len(train) == 0:
         raise DataError(
             f"the train split is empty ({n} items, val_fraction={val_fraction}, "
             f"test_fraction={test_fraction}); supply more images or lower the fractions"
         )
-    return np.sort(train), np.sort(val), np.sort(test)
+    return np.sort(train), np.sort(val)
 
 
 def check_names(value: str | Sequence[str], allowed: Sequence[str], what: str) -> tuple[str, ...]:

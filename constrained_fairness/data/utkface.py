@@ -23,7 +23,8 @@ from constrained_fairness.data.images import (
     LabeledImages,
     PathLike,
     check_names,
-    image_transforms,
+    dataset_transforms,
+    reference_split_indices,
     resolve_data_root,
     split_indices,
 )
@@ -57,14 +58,18 @@ def parse_utkface_name(name: str) -> tuple[int, int, int] | None:
     return age, gender, race
 
 
-def _image_files(folder: Path) -> list[str]:
-    """Names of the (non-hidden) image files directly inside ``folder``, sorted."""
+def _image_files(folder: Path, suffixes: tuple[str, ...] = _IMAGE_SUFFIXES) -> list[str]:
+    """Names of the (non-hidden) image files directly inside ``folder``, sorted by code point.
+
+    ``suffixes`` in lower case match any case, except ``(".jpg",)`` alone, which matches exactly (as the
+    reference's ``glob("*.jpg")`` does on Linux)."""
+    exact = suffixes == (".jpg",)
     with os.scandir(folder) as entries:
         return sorted(
             entry.name
             for entry in entries
             if not entry.name.startswith(".")
-            and entry.name.lower().endswith(_IMAGE_SUFFIXES)
+            and (entry.name if exact else entry.name.lower()).endswith(suffixes)
             and entry.is_file()
         )
 
@@ -78,6 +83,8 @@ def load_utkface(
     seed: int = 0,
     test_fraction: float = 0.2,
     val_fraction: float = 0.1,
+    transforms: str = "augmented",
+    split: str = "seeded",
 ) -> ImageData:
     """Load UTKFace from a folder of ``[age]_[gender]_[race]_[date&time].jpg.chip.jpg`` files.
 
@@ -91,12 +98,18 @@ def load_utkface(
         image_size: side of the square images (the paper uses 200).
         seed: seed of the split permutation.
         test_fraction: fraction of the valid images in the test split (the paper's 80/20 split).
-        val_fraction: fraction of the remaining (non-test) images held out for validation.
+        val_fraction: fraction of the remaining (non-test) images held out for validation (0: none).
+        transforms: ``"augmented"`` (:func:`~constrained_fairness.data.images.image_transforms`) or
+            ``"reference"`` (:func:`~constrained_fairness.data.images.reference_transforms`).
+        split: ``"seeded"``: the valid files sorted by name, ``numpy.random.default_rng(seed).permutation``
+            over them gives test first, then val out of the rest
+            (:func:`~constrained_fairness.data.images.split_indices`). ``"reference"``: the paper code's rule
+            (:func:`~constrained_fairness.data.images.reference_split_indices`): the sorted ``*.jpg`` files
+            with valid names, ``RandomState(1357).permutation(N)``, the first ``int(test_fraction N)`` are
+            test; ``seed`` is not used. (The reference removes its three known malformed files by name; here
+            every malformed name is dropped, which is the same set on the public release.)
 
-    The valid files are sorted by name; ``numpy.random.default_rng(seed).permutation`` over that list gives
-    test first, then val out of the rest (see :func:`~constrained_fairness.data.images.split_indices`).
-    Train images use the augmenting transform and val / test the eval transform of
-    :func:`~constrained_fairness.data.images.image_transforms` for ``"utkface"``.
+    Train images use the train transform and val / test the eval transform.
 
     Raises:
         DataError: no root, a missing folder, no valid images, bad arguments, or (when an item is loaded) an
@@ -107,11 +120,14 @@ def load_utkface(
     if not isinstance(target, str) or target not in columns:
         raise DataError(f"UTKFace target {target!r} is not available; choose 'race' or 'gender'")
     protected_names = check_names(protected, tuple(columns), "UTKFace protected attribute")
+    if split not in ("seeded", "reference"):
+        raise DataError(f"UTKFace split must be 'seeded' or 'reference', got {split!r}")
     folder = resolve_data_root(root, "UTKFace", "UTKFace")
-    names = _image_files(folder)
+    suffixes = (".jpg",) if split == "reference" else _IMAGE_SUFFIXES  # the reference globs *.jpg
+    names = _image_files(folder, suffixes)
     if not names and (folder / "UTKFace").is_dir():
         folder = folder / "UTKFace"
-        names = _image_files(folder)
+        names = _image_files(folder, suffixes)
     if not names:
         raise DataError(
             f"no UTKFace images in '{folder}'; point data.root (root=) at the folder of {_PATTERN} files"
@@ -137,11 +153,16 @@ def load_utkface(
     paths = [folder / names[i] for i in valid]
     targets = codes[:, columns[target]]
     attributes = codes[:, [columns[name] for name in protected_names]]
-    train, val, test = split_indices(
-        len(paths), seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
-    )
-    train_transform = image_transforms("utkface", image_size, train=True)
-    eval_transform = image_transforms("utkface", image_size, train=False)
+    if split == "reference":
+        train, val, test = reference_split_indices(
+            len(paths), test_fraction=test_fraction, val_fraction=val_fraction
+        )
+    else:
+        train, val, test = split_indices(
+            len(paths), seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
+        )
+    train_transform = dataset_transforms("utkface", image_size, True, transforms)
+    eval_transform = dataset_transforms("utkface", image_size, False, transforms)
 
     def subset(rows: np.ndarray, transform: object) -> LabeledImages:
         return LabeledImages([paths[i] for i in rows], targets[rows], attributes[rows], transform)

@@ -3,12 +3,18 @@
 Names accepted by :func:`build_model` (see :data:`MODELS`):
 
 * ``mlp``: :class:`MLP` for tabular data (needs ``input_dim``; ``hidden`` gives the layer widths);
-* ``resnet56``: the CIFAR ResNet-56 of He et al. (2016) with option-A shortcuts, :class:`CifarResNet`;
+* ``resnet56``: the CIFAR ResNet-56 of He et al. (2016), :class:`CifarResNet` with projection shortcuts
+  (``downsample`` = 1x1 conv + BN): the layout of chenyaofo's public ``cifar100_resnet56-f2eff4c8.pt``,
+  which loads into it unchanged (``width`` scales its channels);
+* ``resnet56_option_a``: the same network with the paper's option-A shortcuts (parameter-free zero
+  padding, :class:`PadShortcut`);
 * ``mobilenet_v2``: torchvision's MobileNetV2 (``width_mult=width``);
 * ``resnet18``, ``resnet34``: torchvision's ImageNet ResNets (``width`` must be 1.0).
 
 The image models take 3-channel inputs of any size from 8x8 up; they ignore ``input_dim`` and
-``hidden``. Weights are always randomly initialised; nothing is ever downloaded.
+``hidden``. Weights are always randomly initialised; nothing is ever downloaded. Published dense
+checkpoints (see :mod:`constrained_fairness.models.published`) are loaded afterwards through
+``model.checkpoint``.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ from torch import nn
 
 from ..errors import ConfigError
 from .mlp import MLP
-from .resnet_cifar import CifarResNet, check_classes_and_width, resnet56
+from .resnet_cifar import CifarResNet, PadShortcut, check_classes_and_width, resnet56
 
-MODELS = ("mlp", "resnet56", "mobilenet_v2", "resnet18", "resnet34")
+MODELS = ("mlp", "resnet56", "resnet56_option_a", "mobilenet_v2", "resnet18", "resnet34")
 
 
 def build_model(
@@ -35,8 +41,9 @@ def build_model(
 ) -> nn.Module:
     """Build a randomly initialised model by name (one of :data:`MODELS`).
 
-    ``width`` scales the channels of ``resnet56`` and ``mobilenet_v2``; it must be 1.0 for the
-    other models. ``pretrained=True`` is refused: load a dense checkpoint via ``model.checkpoint``.
+    ``width`` scales the channels of ``resnet56``, ``resnet56_option_a`` and ``mobilenet_v2``; it must
+    be 1.0 for the other models. ``pretrained=True`` is refused: load a dense checkpoint (ours or a
+    published one) via ``model.checkpoint``.
     """
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
@@ -48,7 +55,8 @@ def build_model(
     check_classes_and_width(num_classes, width)
     if name in ("mlp", "resnet18", "resnet34") and width != 1.0:
         raise ConfigError(
-            f"model width must be 1.0 for {name!r}, got {width!r}; width applies to resnet56 and mobilenet_v2"
+            f"model width must be 1.0 for {name!r}, got {width!r}; "
+            "width applies to resnet56, resnet56_option_a and mobilenet_v2"
         )
 
     if name == "mlp":
@@ -56,7 +64,9 @@ def build_model(
             raise ConfigError("model 'mlp' needs input_dim (the number of input features), got None")
         return MLP(input_dim, hidden, num_classes)
     if name == "resnet56":
-        return resnet56(num_classes, width=width)
+        return resnet56(num_classes, width=width, shortcut="projection")
+    if name == "resnet56_option_a":
+        return resnet56(num_classes, width=width, shortcut="option_a")
 
     # torchvision is imported lazily: tabular runs never pay for it.
     from torchvision import models as tv
@@ -70,4 +80,4 @@ def build_model(
     raise AssertionError(f"model {name!r} is listed in MODELS but build_model does not build it")
 
 
-__all__ = ["MLP", "MODELS", "CifarResNet", "build_model", "resnet56"]
+__all__ = ["MLP", "MODELS", "CifarResNet", "PadShortcut", "build_model", "resnet56"]

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,20 +103,40 @@ def load_checkpoint(path: str | Path) -> dict:
         ) from None
 
 
-def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Load a dense model ``state_dict`` (or a checkpoint holding one under ``"model"``)."""
-    state = load_checkpoint(path)
-    if "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
+def load_model_weights(
+    model: torch.nn.Module,
+    path: str | Path,
+    *,
+    model_name: str | None = None,
+    class_names: Sequence[str] | None = None,
+) -> str:
+    """Load dense weights into ``model`` from ``path``; return the recognised layout's name.
+
+    ``path`` holds a published dense checkpoint exactly as downloaded (chenyaofo's CIFAR-100 ResNet-56,
+    FairFace's 18-way ResNet-34, a torchvision MobileNetV2 such as the UTKFace ones: see
+    :mod:`constrained_fairness.models.published`), a state dict of the configured model, or a checkpoint
+    holding one under ``"model"`` (a ``dense.pt``); the last two give ``"state_dict"``. The file is read
+    with ``weights_only=True``. ``model_name`` is the configured model (e.g. ``cfg.model.name``) and
+    ``class_names`` the target's classes in the model's order (they pick the FairFace head's rows).
+    A file that does not fit is a one-line :class:`CheckpointError` naming the file, the first missing or
+    unexpected key (or shape mismatch) and the expected format.
+    """
+    from ..models.published import adapt_state_dict
+
+    content = load_checkpoint(path)
+    name, state = adapt_state_dict(
+        content, model, model_name=model_name, class_names=class_names, source=path
+    )
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = first[1].strip() if len(first) > 1 else first[0]
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
         raise CheckpointError(
             f"checkpoint {path} does not match the model architecture ({detail}); "
             "use a checkpoint of the configured model"
         ) from None
+    return name
 
 
 _NAME = re.compile(r"^(?P<stage>[A-Za-z0-9_]+)-e(?P<epoch>\d{5})-b(?P<batch>\d{6})\.pt$")

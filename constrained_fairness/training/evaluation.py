@@ -39,6 +39,7 @@ class SplitEvaluation:
     stats: GroupStats
     outputs: BatchOutputs
     dense: GroupStats | None = None
+    tolerance: float | None = None  # ε of the selection score (see :meth:`summary`)
 
     @property
     def eag(self) -> torch.Tensor | None:
@@ -50,11 +51,21 @@ class SplitEvaluation:
         return None if eag is None else max_over_present(eag)
 
     def summary(self) -> dict[str, float | None]:
-        return {
+        """Accuracy, loss and max EAG; with a tolerance ε also the selection score of sweeps,
+
+            score = accuracy − max(0, max_g ψ[g] − ε),
+
+        which weighs one point of excess gap beyond ε as one point of accuracy: a run that is
+        feasible is ranked by its accuracy, and lowering the max EAG by collapsing accuracy
+        does not pay."""
+        out: dict[str, float | None] = {
             "accuracy": self.stats.overall_accuracy,
             "loss": self.stats.overall_loss,
             "max_eag": self.max_eag,
         }
+        if self.tolerance is not None and out["max_eag"] is not None:
+            out["score"] = out["accuracy"] - max(0.0, out["max_eag"] - self.tolerance)
+        return out
 
     def to_metrics(self, group_names: Sequence[str]) -> dict:
         """The ``metrics.json`` entry of this split: summary plus a per-group table."""
@@ -97,6 +108,7 @@ class Evaluator:
         self.autocast_dtype = autocast_dtype
         self.dense: dict[str, GroupStats] | None = None
         self.dense_outputs: dict[str, BatchOutputs] | None = None
+        self.tolerance: float | None = None  # ε of the summaries' selection score
 
     @torch.no_grad()
     def outputs(self, model: torch.nn.Module) -> dict[str, BatchOutputs]:
@@ -137,7 +149,9 @@ class Evaluator:
     def evaluate_outputs(self, outputs: Mapping[str, BatchOutputs]) -> dict[str, SplitEvaluation]:
         """:class:`SplitEvaluation` of given outputs (e.g. post-processed ones) per split."""
         return {
-            name: SplitEvaluation(self.group_stats(o), o, None if self.dense is None else self.dense[name])
+            name: SplitEvaluation(
+                self.group_stats(o), o, None if self.dense is None else self.dense[name], self.tolerance
+            )
             for name, o in outputs.items()
         }
 

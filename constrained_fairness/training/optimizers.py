@@ -10,7 +10,7 @@ import torch
 from cooper.optim import AlternatingDualPrimalOptimizer, UnconstrainedOptimizer, nuPI
 from cooper.optim.optimizer import RollOut
 
-from ..config import DualConfig
+from ..config import DualConfig, FinetuneConfig
 from ..errors import ConfigError
 from ..problem import FairnessProblem
 
@@ -34,6 +34,58 @@ def build_dual_optimizer(params: Sequence[torch.nn.Parameter], cfg: DualConfig) 
             f"dual optimizer must be sgd or nupi, got {cfg.optimizer!r} (Adam cannot step sparse duals)"
         )
     return nuPI(params, lr=cfg.lr, Kp=cfg.nupi_kp, Ki=cfg.nupi_ki, ema_nu=cfg.nupi_ema, maximize=True)
+
+
+WEIGHT_DECAY_SCOPES = ("all", "no_norm_bias", "classifier")
+_NORM_LAYERS = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
+_WEIGHTED_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+
+
+def decayed_parameter_names(model: torch.nn.Module, scope: str) -> set[str]:
+    """Names of the parameters that weight decay reaches under ``scope``.
+
+    - ``all``: every parameter;
+    - ``no_norm_bias``: all but the parameters of normalisation layers and every bias;
+    - ``classifier``: the weight and bias of the last linear/conv layer in definition order,
+      the only ones the paper code's L2 term reaches (``src/models/model_stats.py`` skips
+      BatchNorm and overwrites its running sum with ``=`` for each layer, so the last layer's
+      ``‖W‖² + ‖b‖²`` is what is left).
+    """
+    if scope not in WEIGHT_DECAY_SCOPES:
+        raise ConfigError(f"weight_decay_scope must be {', '.join(WEIGHT_DECAY_SCOPES)}, got {scope!r}")
+    names = [name for name, _ in model.named_parameters()]
+    if scope == "all":
+        return set(names)
+    if scope == "classifier":
+        layers = [name for name, m in model.named_modules() if isinstance(m, _WEIGHTED_LAYERS)]
+        if not layers:
+            raise ConfigError("weight_decay_scope 'classifier' needs a model with a linear or conv layer")
+        last = layers[-1]
+        return {n for n in names if n.rpartition(".")[0] == last}
+    norm = {
+        f"{name}.{p}" if name else p
+        for name, m in model.named_modules()
+        if isinstance(m, _NORM_LAYERS)
+        for p, _ in m.named_parameters(recurse=False)
+    }
+    return {n for n in names if n not in norm and not n.endswith("bias")}
+
+
+def build_primal_optimizer(model: torch.nn.Module, cfg: FinetuneConfig) -> torch.optim.SGD:
+    r"""SGD of the sparse stage, with weight decay ``wd`` on the parameters of
+    :func:`decayed_parameter_names` only.
+
+    The update of a decayed parameter is PyTorch's coupled decay, ``g ← ∇L + wd·θ`` before
+    momentum, which is the gradient of the reference's loss term ``wd/2 · ‖θ‖²``.
+    """
+    decayed = decayed_parameter_names(model, cfg.weight_decay_scope)
+    named = list(model.named_parameters())
+    groups = [
+        {"params": [p for n, p in named if n in decayed], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in named if n not in decayed], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
 
 
 class ScaledAlternatingDualPrimalOptimizer(AlternatingDualPrimalOptimizer):

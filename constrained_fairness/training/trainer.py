@@ -49,6 +49,8 @@ class Trainer:
         nonfinite: ``stop`` (raise :class:`TrainingDiverged` before the bad step) or ``skip``
             (drop the batch and count it) when a batch's loss or violation is not finite.
         multiplier_warning: warn once per constraint when a multiplier exceeds this.
+        select_on: the split whose accuracy picks the best iterate (``val``; ``test`` only
+            to reproduce the paper code, which has no validation split).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class Trainer:
         every_steps: int = 0,
         nonfinite: str = "stop",
         multiplier_warning: float = math.inf,
+        select_on: str = "val",
     ) -> None:
         self.name = name
         self.model = model
@@ -86,6 +89,7 @@ class Trainer:
         self.every_steps = every_steps
         self.nonfinite = nonfinite
         self.multiplier_warning = multiplier_warning
+        self.select_on = select_on
         self.device = next(model.parameters()).device
         self.epoch = 0
         self.step = 0
@@ -241,8 +245,8 @@ class Trainer:
         return record
 
     def _track_best(self, evaluation: dict[str, SplitEvaluation]) -> None:
-        """Keep the iterate with the best validation accuracy at the final sparsity (NFT+ES)."""
-        if "val" not in evaluation:
+        """Keep the iterate with the best accuracy on ``select_on`` at the final sparsity (NFT+ES)."""
+        if self.select_on not in evaluation:
             return
         if (
             self.pruner is not None
@@ -250,10 +254,10 @@ class Trainer:
             and self.pruner.target != self.sparsity_at(10**9)
         ):
             return
-        value = evaluation["val"].stats.overall_accuracy
-        if self.best is None or value > self.best["val_accuracy"]:
+        value = evaluation[self.select_on].stats.overall_accuracy
+        if self.best is None or value > self.best["accuracy"]:
             model_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            self.best = {"epoch": self.epoch, "val_accuracy": value, "model": model_state}
+            self.best = {"epoch": self.epoch, "accuracy": value, "model": model_state}
 
     def state_dict(self) -> dict[str, Any]:
         return {
