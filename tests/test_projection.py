@@ -75,9 +75,14 @@ def assert_kkt(
     lb, ub = bounds if bounds else (-np.inf, np.inf)
     assert torch.allclose(z, (y.double() - C.T @ lam).clamp(lb, ub), atol=1e-12, rtol=0)
     cz = C @ z
-    assert float(torch.cat([cz.abs(), cz.new_zeros(1)]).max()) <= eps + 1e-9
-    assert bool(((lam <= 0) | (cz >= eps - 1e-8)).all())  # λ_j > 0  ⇒  c_j·z = +ε
-    assert bool(((lam >= 0) | (cz <= -eps + 1e-8)).all())  # λ_j < 0  ⇒  c_j·z = −ε
+    # c·z is a difference of group means of values of size |z|: its float64 rounding (and the
+    # solver's stopping rule, 1e-11·scale) grow with that size, so the tolerances scale with it
+    # (values of 3e3 gave 2.2e-9 with OPENBLAS_CORETYPE=Haswell, and on some CI machines)
+    scale = max(1.0, float(z.abs().max()))
+    feasible, active = max(1e-9, 1e-11 * scale), max(1e-8, 1e-10 * scale)
+    assert float(torch.cat([cz.abs(), cz.new_zeros(1)]).max()) <= eps + feasible
+    assert bool(((lam <= 0) | (cz >= eps - active)).all())  # λ_j > 0  ⇒  c_j·z = +ε
+    assert bool(((lam >= 0) | (cz <= -eps + active)).all())  # λ_j < 0  ⇒  c_j·z = −ε
 
 
 # ----------------------------------------------------------------------------------------------------------

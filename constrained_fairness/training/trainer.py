@@ -255,7 +255,8 @@ class Trainer:
         ):
             return
         value = evaluation[self.select_on].stats.overall_accuracy
-        if self.best is None or value > self.best["accuracy"]:
+        best = None if self.best is None else self.best.get("accuracy", self.best.get("val_accuracy"))
+        if best is None or value > best:  # ("val_accuracy": checkpoints written before select_on)
             model_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.best = {"epoch": self.epoch, "accuracy": value, "model": model_state}
 
