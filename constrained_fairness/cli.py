@@ -159,7 +159,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _summary(metrics: dict) -> str:
-    from .report import method_label, selection_notes
+    from .report import method_label, methods_selected_on_test, selection_note
 
     eps = metrics["tolerance"]
     labels = {name: method_label(name, m) for name, m in metrics["methods"].items()}
@@ -173,7 +173,7 @@ def _summary(metrics: dict) -> str:
             f"{labels[name]:<{width}} {m['train']['accuracy']:>9.4f} {_fmt(m['train']['max_eag']):>12} "
             f"{m['test']['accuracy']:>9.4f} {_fmt(m['test']['max_eag']):>11}"
         )
-    lines += [note.replace("`", "").replace("*", "") for note in selection_notes(metrics)]
+    lines += [selection_note(name, code=str, em=str) for name in methods_selected_on_test(metrics)]
     return "\n".join(lines)
 
 

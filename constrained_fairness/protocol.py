@@ -57,7 +57,7 @@ from .groups import GroupIndex, Grouping
 from .models import build_model
 from .precision import autocast_dtype, grad_scaler
 from .problem import FairnessProblem
-from .sparsity import MagnitudePruner, cubic_sparsity
+from .sparsity import MagnitudePruner, branch_epoch, sparsity_schedule
 from .training.batches import LoaderBatches, TensorBatches
 from .training.checkpoint import Checkpointer, load_model_weights, save_atomic
 from .training.evaluation import Evaluator, SplitEvaluation
@@ -66,7 +66,6 @@ from .training.optimizers import build_cooper_optimizer, build_primal_optimizer
 from .training.trainer import Trainer
 
 SPLITS = ("train", "val", "test")
-PRUNING_SCHEDULES = ("one_ahead", "reference")
 
 
 @dataclass
@@ -234,6 +233,7 @@ class Experiment:
         # without a validation split (data.val_fraction: 0) a run evaluates train and test only
         has_val = len(self.data.val) > 0 if not isinstance(self.data, TabularData) else True
         self.split_names = SPLITS if has_val else ("train", "test")
+        self.select_on = "val" if has_val else "test"  # NFT+ES picks its epoch on this split
         if not has_val and "thresholds" in cfg.methods:
             raise ConfigError(
                 "method thresholds fits its thresholds on the validation split; set data.val_fraction > 0"
@@ -246,9 +246,13 @@ class Experiment:
             self.train_set = self.data.train
         self.autocast_dtype = autocast_dtype(cfg.precision)
         self.evaluator = Evaluator(
-            self.splits, self.grouping, cfg.eval_batch_size, cfg.data.num_workers, self.autocast_dtype
+            self.splits,
+            self.grouping,
+            cfg.eval_batch_size,
+            cfg.data.num_workers,
+            self.autocast_dtype,
+            tolerance=cfg.ceag.tolerance,  # of the sweeps' selection score
         )
-        self.evaluator.tolerance = cfg.ceag.tolerance  # of the sweeps' selection score
         self.context = BuildContext(self.data.num_classes, None, self.device)
         self.report_constraints: list[tuple[str, GroupStatisticConstraint]] = []
         self.logger: RunLogger | None = None
@@ -398,7 +402,7 @@ class Experiment:
             scheduler=scheduler,
             pruner=MagnitudePruner(model, p.scope, p.dense_layers, p.rounding),
             sparsity_at=sparsity_schedule(p.schedule, p.epochs, p.sparsity),
-            select_on="val" if "val" in self.split_names else "test",
+            select_on=self.select_on,
         )
 
     def method_constraints(
@@ -412,9 +416,7 @@ class Experiment:
         if method in ("el", "el_rb"):
             c = self.cfg.el
             buffer_size = c.buffer_size if method == "el_rb" else 0
-            weights = reference.frequency
-            if c.overall_estimate == "unweighted":
-                weights = torch.ones_like(weights)
+            weights = reference.overall_weights(c.overall_estimate)
             if c.form == "reference":
                 el: GroupConstraint = AbsoluteEqualizedLoss(self.grouping, buffer_size, weights, self.device)
             else:
@@ -542,14 +544,13 @@ class Experiment:
                 best = copy.deepcopy(model)
                 best.load_state_dict(trainer.best["model"])
                 entry = self._method_metrics(self.evaluator(best), int(trainer.best["epoch"]))
-                entry["selected_on"] = trainer.select_on
-                methods[nft_es_name(trainer.select_on)] = entry
+                entry["selected_on"] = self.select_on
+                methods[nft_es_name(self.select_on)] = entry
             if method == "nft" and "thresholds" in cfg.methods:
                 methods["thresholds"] = self._thresholds_metrics(evaluation, final)
             achieved = _achieved_sparsity(trainer.pruner)
 
-        es_name = nft_es_name("val" if "val" in self.split_names else "test")
-        listed = [es_name if m == "nft_es" else m for m in cfg.methods]
+        listed = [nft_es_name(self.select_on) if m == "nft_es" else m for m in cfg.methods]
         ordered = {m: methods[m] for m in listed if m in methods}
         return {
             "splits": list(self.split_names),
@@ -658,23 +659,6 @@ class Experiment:
 def nft_es_name(select_on: str) -> str:
     """``nft_es`` when selected on validation; ``nft_es_test`` when on test (the reference's leak)."""
     return "nft_es" if select_on == "val" else f"nft_es_{select_on}"
-
-
-def sparsity_schedule(schedule: str, epochs: int, final: float) -> Callable[[int], float]:
-    """Sparse epoch → its GMP target, ``s(t) = s_f (1 − (1 − t/T)^3)`` (see the module docstring):
-    ``one_ahead``: ``s(e + 1)``; ``reference``: ``s(e)``, epoch 0 dense and ``s_f`` from epoch ``T``."""
-    if schedule not in PRUNING_SCHEDULES:
-        raise ConfigError(f"pruning.schedule must be one_ahead or reference, got {schedule!r}")
-    shift = 1 if schedule == "one_ahead" else 0
-    return lambda e: cubic_sparsity(e + shift, epochs, final)
-
-
-def branch_epoch(schedule: str, epochs: int, mitigate_while_pruning: bool) -> int:
-    """The sparse epoch from which the methods (and their mitigation) run: the last pruning epoch,
-    ``T − 1`` (``one_ahead``) or ``T`` (``reference``), or 0 with ``mitigate_while_pruning``."""
-    if mitigate_while_pruning:
-        return 0
-    return epochs - 1 if schedule == "one_ahead" else epochs
 
 
 def constraint_report(constraint: GroupStatisticConstraint, outputs: BatchOutputs) -> dict[str, Any]:

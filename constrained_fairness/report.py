@@ -108,7 +108,7 @@ def splits_of(metrics: Mapping) -> tuple[str, ...]:
     """The evaluated splits of a run, in order: ``metrics["splits"]`` (e.g. ``("train", "test")``
     for a run without a validation split), or ``("train", "val", "test")`` when the key is absent
     (metrics files written before it existed)."""
-    splits = metrics.get("splits") if isinstance(metrics, Mapping) else None
+    splits = metrics.get("splits")
     if splits is None:
         return SPLITS
     if isinstance(splits, (str, bytes)) or not isinstance(splits, Sequence):

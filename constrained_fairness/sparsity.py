@@ -12,7 +12,7 @@ so masks survive momentum and weight decay, and they are part of the checkpoint.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from .errors import ConfigError
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 ROUNDINGS = ("nearest_kept", "ceil_pruned")
+SCHEDULES = ("one_ahead", "reference")
 
 
 def cubic_sparsity(epoch: int, total_epochs: int, final: float, initial: float = 0.0) -> float:
@@ -29,6 +30,24 @@ def cubic_sparsity(epoch: int, total_epochs: int, final: float, initial: float =
         return final
     t = min(max(epoch, 0), total_epochs)
     return final + (initial - final) * (1.0 - t / total_epochs) ** 3
+
+
+def sparsity_schedule(schedule: str, epochs: int, final: float) -> Callable[[int], float]:
+    """Sparse epoch ``e`` → its target :func:`cubic_sparsity`: ``one_ahead`` gives ``s(e + 1)``, so
+    ``s_f`` from epoch ``T − 1``; ``reference`` (the paper code) gives ``s(e)``: epoch 0 dense and
+    ``s_f`` from epoch ``T``."""
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"pruning.schedule must be one_ahead or reference, got {schedule!r}")
+    shift = 1 if schedule == "one_ahead" else 0
+    return lambda e: cubic_sparsity(e + shift, epochs, final)
+
+
+def branch_epoch(schedule: str, epochs: int, mitigate_while_pruning: bool) -> int:
+    """The sparse epoch from which the methods (and their mitigation) run: the last pruning epoch,
+    ``T − 1`` (``one_ahead``) or ``T`` (``reference``), or 0 with ``mitigate_while_pruning``."""
+    if mitigate_while_pruning:
+        return 0
+    return epochs - 1 if schedule == "one_ahead" else epochs
 
 
 def prunable_layers(

@@ -12,6 +12,7 @@ import pytest
 from constrained_fairness.cli import main
 
 from .helpers import tiny_config, write_synthetic_csv
+from .test_report import LEAK_NOTE
 
 VOID = {"meta", "img", "br", "hr", "link", "input"}
 
@@ -163,10 +164,6 @@ LEAK_NOTE_HTML = (
     '<p class="note">† <code>nft_es_test</code>: the best NFT epoch by <em>test</em> accuracy, '
     "as in the reference code; its test numbers are optimistic (test-set leak).</p>"
 )
-LEAK_NOTE_MD = (
-    "† `nft_es_test`: the best NFT epoch by *test* accuracy, as in the reference code; "
-    "its test numbers are optimistic (test-set leak)."
-)
 
 
 def _no_val_word(text: str) -> bool:
@@ -249,7 +246,7 @@ def test_html_report_without_val_split(paper_runs):
     assert "<td>splits</td><td>train, test (no validation split)</td>" in text
     # report.md of the same run
     md = (run / "report.md").read_text()
-    assert re.search(r"\bval\b", md) is None and md.count(LEAK_NOTE_MD) == 1
+    assert re.search(r"\bval\b", md) is None and md.count(LEAK_NOTE) == 1
     assert "| nft_es_test † | 0." in md
 
 
@@ -264,7 +261,7 @@ def test_compare_runs_without_val_split(paper_runs, sweep, tmp_path):
     assert not any("| nft_es_test |" in line for line in rows)
     lines = table.splitlines()
     last_row = max(i for i, line in enumerate(lines) if line.startswith("| p"))
-    assert lines[last_row + 1 : last_row + 3] == ["", LEAK_NOTE_MD] and table.count(LEAK_NOTE_MD) == 1
+    assert lines[last_row + 1 : last_row + 3] == ["", LEAK_NOTE] and table.count(LEAK_NOTE) == 1
     assert _no_val_word(table)
     html = (out / "compare.html").read_text()
     check_html(out / "compare.html")
@@ -293,6 +290,6 @@ def test_aggregate_table_without_val_split_marks_the_leak(paper_runs, sweep, tmp
     lines = text.splitlines()
     row = next(line for line in lines if line.startswith("| 0.9 | nft_es_test † | 2 |"))
     assert "0.9877 ± 0.0000" in row
-    assert lines[-2:] == ["", LEAK_NOTE_MD]
+    assert lines[-2:] == ["", LEAK_NOTE]
     normal = write_table([sweep / "s0-p0.9", sweep / "s1-p0.9"], tmp_path / "normal.md")
     assert "†" not in normal and len(normal.splitlines()) == 2 + 2

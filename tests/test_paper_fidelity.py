@@ -28,8 +28,7 @@ from constrained_fairness.data.utkface import load_utkface
 from constrained_fairness.groups import Grouping
 from constrained_fairness.models import build_model
 from constrained_fairness.problem import FairnessProblem
-from constrained_fairness.protocol import branch_epoch, sparsity_schedule
-from constrained_fairness.sparsity import MagnitudePruner, prunable_layers
+from constrained_fairness.sparsity import MagnitudePruner, branch_epoch, prunable_layers, sparsity_schedule
 from constrained_fairness.training.optimizers import build_cooper_optimizer, build_primal_optimizer
 
 from .image_fixtures import make_cifar100, make_fairface, make_utkface
@@ -48,11 +47,13 @@ REFERENCE_CORRUPT = (
 # -- the UTKFace split ------------------------------------------------------------------------
 
 
-def reference_utkface_split(folder: Path, test_ratio: float = 0.2) -> tuple[list[str], list[str]]:
-    """``src/datasets/utkface.py``: sorted ``*.jpg``, the corrupt files removed, then
+def reference_utkface_split(
+    folder: Path, test_ratio: float = 0.2, corrupt: tuple[str, ...] = REFERENCE_CORRUPT
+) -> tuple[list[str], list[str]]:
+    """``src/datasets/utkface.py``: sorted ``*.jpg``, the ``corrupt`` files removed, then
     ``RandomState(1357).permutation``; the first ``int(test_ratio N)`` are test."""
     files = sorted(folder.glob("*.jpg"))
-    for name in REFERENCE_CORRUPT:
+    for name in corrupt:
         files.remove(folder / name)
     indices = np.random.RandomState(seed=1357).permutation(len(files))
     test_size = int(test_ratio * len(indices))
@@ -82,17 +83,10 @@ def test_utkface_reference_split_matches_the_reference_rule(tmp_path: Path) -> N
 
 def test_utkface_reference_split_with_val_keeps_the_papers_test(tmp_path: Path) -> None:
     root = make_utkface(tmp_path / "UTKFace", n=40)
-    _, test = reference_utkface_split_without_corrupt(root)
+    _, test = reference_utkface_split(root, corrupt=())
     data = load_utkface(root, split="reference", val_fraction=0.1)
     assert sorted(p.name for p in data.test.paths) == sorted(test)
     assert len(data.val) == 3 and not {p.name for p in data.val.paths} & set(test)
-
-
-def reference_utkface_split_without_corrupt(folder: Path) -> tuple[list[str], list[str]]:
-    files = sorted(folder.glob("*.jpg"))
-    indices = np.random.RandomState(seed=1357).permutation(len(files))
-    n = int(0.2 * len(indices))
-    return [files[i].name for i in indices[n:]], [files[i].name for i in indices[:n]]
 
 
 # -- transforms -------------------------------------------------------------------------------

@@ -298,8 +298,14 @@ def test_pickled_code_is_refused(tmp_path):
 
 # -- FairFace: dchen236's 18-way ResNet-34 ---------------------------------------------------------
 @pytest.fixture(scope="module")
-def fairface(tmp_path_factory: pytest.TempPathFactory):
-    reference = randomise(fairface_reference(), seed=5)
+def fairface_model() -> nn.Module:
+    """The randomised 18-way reference network whose weights the FairFace file holds."""
+    return randomise(fairface_reference(), seed=5)
+
+
+@pytest.fixture(scope="module")
+def fairface(tmp_path_factory: pytest.TempPathFactory, fairface_model: nn.Module):
+    reference = fairface_model
     path = tmp_path_factory.mktemp("fairface") / FAIRFACE_FILE  # ~85 MB: removed after the module
     torch.save(reference.state_dict(), path)
     x = images(64)
@@ -399,7 +405,6 @@ def test_utkface_mobilenet_v2_loads_into_mobilenet_v2(tmp_path, num_classes):
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 CIFAR100_MEAN, CIFAR100_STD = [0.507, 0.4865, 0.4409], [0.2673, 0.2564, 0.2761]
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-UTKFACE_RACES = ["White", "Black", "Asian", "Indian", "Others"]  # the race code in the file name
 CPU_RUN = [
     "device=cpu",
     "data.num_workers=0",
@@ -540,28 +545,15 @@ def fairface_split(root: Path, csv_name: str, target: str, class_names: list[str
 @pytest.mark.parametrize(
     ("target", "class_names"),
     [
-        ("gender", ["Male", "Female"]),
-        (
-            "race",
-            [
-                "White",
-                "Black",
-                "Latino_Hispanic",
-                "East Asian",
-                "Southeast Asian",
-                "Indian",
-                "Middle Eastern",
-            ],
-        ),
+        ("gender", list(FAIRFACE_GENDERS)),  # the loader's class order; the head's is FAIRFACE_ROW
+        ("race", list(FAIRFACE_RACES)),
     ],
 )
 def test_fairface_file_through_cfair_run_fairface_dense(
-    fairface, tmp_path, capsys, one_thread, target, class_names
+    fairface, fairface_model, tmp_path, capsys, one_thread, target, class_names
 ):
     path, reference_logits, x = fairface
-    reference = fairface_reference()
-    reference.load_state_dict(torch.load(path, weights_only=True))
-    reference.eval()
+    reference = fairface_model
     rows = [FAIRFACE_ROW[name] for name in class_names]
     root = make_fairface(tmp_path / "fairface")
     out = tmp_path / "run"

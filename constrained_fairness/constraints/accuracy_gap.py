@@ -42,10 +42,6 @@ class ExcessAccuracyGap(GroupStatisticConstraint):
         overall_estimate: Literal["weighted", "unweighted"] = "weighted",
         grouping: Grouping | None = None,
     ) -> None:
-        if overall_estimate not in ("weighted", "unweighted"):
-            raise ConfigError(
-                f"overall_estimate must be 'weighted' or 'unweighted', got {overall_estimate!r}"
-            )
         if buffer_size < 1:
             raise ConfigError(f"ceag buffer_size must be >= 1, got {buffer_size}; the paper uses 40")
         grouping = grouping or Grouping.single(reference.num_groups)
@@ -53,9 +49,7 @@ class ExcessAccuracyGap(GroupStatisticConstraint):
             raise ConfigError(
                 f"the dense reference has {reference.num_groups} groups, the grouping {grouping.num_groups}"
             )
-        weights = (
-            reference.frequency if overall_estimate == "weighted" else torch.ones_like(reference.frequency)
-        )
+        weights = reference.overall_weights(overall_estimate)
         super().__init__(
             grouping,
             tolerance,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import ConfigError
 from ..metrics import GroupStats
 
 
@@ -55,3 +56,11 @@ class DenseReference:
     @property
     def num_groups(self) -> int:
         return int(self.accuracy.numel())
+
+    def overall_weights(self, estimate: str) -> torch.Tensor:
+        """Weights of the overall buffer estimate ``Σ w[g] s[g] / Σ w[g]`` over full groups:
+        the training frequencies ``p`` (``"weighted"``) or ones (``"unweighted"``, the paper
+        code's plain mean, biased when groups are imbalanced)."""
+        if estimate not in ("weighted", "unweighted"):
+            raise ConfigError(f"overall_estimate must be 'weighted' or 'unweighted', got {estimate!r}")
+        return self.frequency if estimate == "weighted" else torch.ones_like(self.frequency)

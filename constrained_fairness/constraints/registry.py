@@ -139,7 +139,7 @@ def _excess_accuracy_gap(spec: Any, grouping: Grouping, context: BuildContext) -
         context.reference(grouping),
         spec.tolerance,
         spec.buffer_size,
-        getattr(spec, "overall_estimate", "weighted"),
+        spec.overall_estimate,
         grouping=grouping,
     )
 

@@ -50,7 +50,7 @@ FAIRFACE_HEAD_RACES: tuple[str, ...] = FAIRFACE_RACES
 one our loader uses (:data:`~constrained_fairness.data.fairface.FAIRFACE_RACES`)."""
 FAIRFACE_HEAD_GENDERS: tuple[str, ...] = FAIRFACE_GENDERS
 """Gender classes of rows 7-8 of the FairFace ResNet-34 head (rows 9-17 are the 9 age bins)."""
-_FAIRFACE_GENDER_ROW0 = 7
+_FAIRFACE_GENDER_ROW0 = len(FAIRFACE_HEAD_RACES)
 _FAIRFACE_HEAD_ROWS = 18
 
 
@@ -84,8 +84,9 @@ class PublishedLayout:
     def patch(
         self, state: StateDict, *, model: nn.Module, class_names: Sequence[str] | None, source: str
     ) -> StateDict:
-        """The state dict of our model built from the file's ``state`` (default: unchanged)."""
-        return dict(state)
+        """The state dict of our model built from the file's ``state`` (a fresh dict the patch may
+        change in place; default: unchanged)."""
+        return state
 
 
 class ChenyaofoCifar100ResNet56(PublishedLayout):
@@ -157,13 +158,12 @@ class FairFaceResNet34(PublishedLayout):
                 f"({', '.join(FAIRFACE_HEAD_GENDERS)}), in any order; use it with target race or gender"
             )
         index = torch.tensor(rows, dtype=torch.long)
-        out = dict(state)
-        out["fc.weight"] = state["fc.weight"].index_select(0, index).clone()
-        out["fc.bias"] = state["fc.bias"].index_select(0, index).clone()
-        return out
+        state["fc.weight"] = state["fc.weight"].index_select(0, index)
+        state["fc.bias"] = state["fc.bias"].index_select(0, index)
+        return state
 
     def _default_names(self, model: nn.Module, source: str) -> list[str]:
-        classes = _shape(model.state_dict(), "fc.weight")
+        classes = (model.fc.out_features,) if isinstance(getattr(model, "fc", None), nn.Linear) else None
         if classes is not None and classes[0] == len(FAIRFACE_HEAD_RACES):
             return list(FAIRFACE_HEAD_RACES)
         if classes is not None and classes[0] == len(FAIRFACE_HEAD_GENDERS):

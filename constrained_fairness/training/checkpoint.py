@@ -127,15 +127,7 @@ def load_model_weights(
     name, state = adapt_state_dict(
         content, model, model_name=model_name, class_names=class_names, source=path
     )
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
-        raise CheckpointError(
-            f"checkpoint {path} does not match the model architecture ({detail}); "
-            "use a checkpoint of the configured model"
-        ) from None
+    model.load_state_dict(state)  # adapt_state_dict checked every key and shape
     return name
 
 

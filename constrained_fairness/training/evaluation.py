@@ -100,6 +100,7 @@ class Evaluator:
         batch_size: int = 8192,
         num_workers: int = 0,
         autocast_dtype: torch.dtype | None = None,
+        tolerance: float | None = None,
     ) -> None:
         self.splits = dict(splits)
         self.grouping = grouping
@@ -108,7 +109,7 @@ class Evaluator:
         self.autocast_dtype = autocast_dtype
         self.dense: dict[str, GroupStats] | None = None
         self.dense_outputs: dict[str, BatchOutputs] | None = None
-        self.tolerance: float | None = None  # ε of the summaries' selection score
+        self.tolerance = tolerance  # ε of the summaries' selection score (None: no score)
 
     @torch.no_grad()
     def outputs(self, model: torch.nn.Module) -> dict[str, BatchOutputs]:

@@ -13,6 +13,7 @@ from cooper.optim.optimizer import RollOut
 from ..config import DualConfig, FinetuneConfig
 from ..errors import ConfigError
 from ..problem import FairnessProblem
+from ..sparsity import prunable_layers
 
 # nuPI builds sparse updates for the IndexedMultiplier; torch warns once that sparse
 # invariant checks are off by default, which says nothing actionable to our users.
@@ -38,7 +39,6 @@ def build_dual_optimizer(params: Sequence[torch.nn.Parameter], cfg: DualConfig) 
 
 WEIGHT_DECAY_SCOPES = ("all", "no_norm_bias", "classifier")
 _NORM_LAYERS = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
-_WEIGHTED_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 
 
 def decayed_parameter_names(model: torch.nn.Module, scope: str) -> set[str]:
@@ -57,11 +57,10 @@ def decayed_parameter_names(model: torch.nn.Module, scope: str) -> set[str]:
     if scope == "all":
         return set(names)
     if scope == "classifier":
-        layers = [name for name, m in model.named_modules() if isinstance(m, _WEIGHTED_LAYERS)]
+        layers = list(prunable_layers(model, dense_layers=()))  # every conv/linear, in definition order
         if not layers:
             raise ConfigError("weight_decay_scope 'classifier' needs a model with a linear or conv layer")
-        last = layers[-1]
-        return {n for n in names if n.rpartition(".")[0] == last}
+        return {n for n in names if n.rpartition(".")[0] == layers[-1]}
     norm = {
         f"{name}.{p}" if name else p
         for name, m in model.named_modules()
