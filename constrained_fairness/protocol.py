@@ -258,7 +258,7 @@ class Experiment:
         self.logger: RunLogger | None = None
         self.dense_layout: str | None = None  # the recognised format of model.checkpoint
         # NHWC is a GPU speed-up; on the CPU some convolutions are far slower in it (the 1x1
-        # stride-2 shortcut convs of ResNet-56 at width 0.25: > 40 s per step instead of 0.08 s)
+        # stride-2 shortcut convs of ResNet-56 at width 0.25: > 30 s per step instead of 0.08 s)
         self.channels_last = cfg.channels_last and self.device.type == "cuda"
 
     # -- helpers -----------------------------------------------------------------------
