@@ -99,7 +99,7 @@ def breakdown(b: int, reps: int) -> dict[str, float]:
     """Where our time goes at batch ``b``: the autograd floor (any custom function pays it), the
     compiled kernels alone (forward and backward, no torch), everything, and everything on the
     numpy solver (numba missing, or an instance outside the kernels' reach)."""
-    from constrained_fairness import projection as P
+    from constrained_fairness.projection import function as P
 
     scores, attributes = instance(b, seed=b)
     upstream = torch.randn(b)
@@ -112,7 +112,7 @@ def breakdown(b: int, reps: int) -> dict[str, float]:
     if kernels is not None:
         y, codes, grad = scores.numpy(), attributes.numpy(), upstream.numpy()
         lo, hi = P.inward_bounds(BOUNDS, torch.float32)
-        args = (y, codes, EPS, *BOUNDS, lo, hi, P._TOL_REL, P._ACTIVE_REL, P._FAST_ITER)
+        args = (y, codes, EPS, *BOUNDS, lo, hi, P.TOL_REL, P.ACTIVE_REL, P.FAST_ITER)
         _, _, cell, rows, inside = kernels.project(*args)
 
         def compiled() -> None:

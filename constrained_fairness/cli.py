@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .protocol import run_experiment
+    from .experiment.runner import run_experiment
 
     config, assignments = args.config, list(args.assignments)
     if config is not None and "=" in config and not Path(config).exists():  # `cfair run key=value`
@@ -91,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg, output=args.output, resume=resume, progress=progress and not args.quiet, force=args.force
     )
     if not args.quiet and result.metrics.get("world_size", 1) > 1:
-        from .distributed import rank
+        from .runtime.distributed import rank
 
         if rank() != 0:
             return 0
@@ -104,9 +104,9 @@ def _run(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .aggregate import write_table
     from .config import load_config
-    from .protocol import run_experiment
+    from .experiment.runner import run_experiment
+    from .reporting.aggregate import write_table
 
     base = load_config(args.config, args.overrides)
     out = Path(args.output) if args.output else Path(base.output_dir) / base.name
@@ -122,7 +122,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             run_dirs.append(run_dir)
             if not args.quiet:
                 print(f"done: sparsity {sparsity:g}, seed {seed} -> {run_dir}")
-    from .distributed import barrier, rank
+    from .runtime.distributed import barrier, rank
 
     barrier()  # under torchrun: every rank's runs are done, and rank 0 alone writes the table
     if rank() != 0:
@@ -137,7 +137,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .sweep import build_runs, run_sweep
+    from .experiment.sweep import build_runs, run_sweep
 
     runs = build_runs(Path(args.file), Path(args.output), args.count, args.seed)
     for run in runs:
@@ -159,7 +159,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _summary(metrics: dict) -> str:
-    from .report import method_label, methods_selected_on_test, selection_note
+    from .reporting.results_view import method_label, methods_selected_on_test, selection_note
 
     eps = metrics["tolerance"]
     labels = {name: method_label(name, m) for name, m in metrics["methods"].items()}
@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "sweep":
             return _sweep(args)
         if args.command == "compare":
-            from .compare import write_comparison
+            from .reporting.compare import write_comparison
 
             report = write_comparison(args.runs, args.output)
             print(f"comparison: {report} (and compare.html, plots/)")

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from .constraints.base import BatchOutputs, GroupConstraint
-from .distributed import all_ranks_flags
-from .precision import autocast
+from .runtime.distributed import all_ranks_flags
+from .runtime.precision import autocast
 
 
 class NonFiniteBatch(Exception):

@@ -237,7 +237,7 @@ def test_constraint_config_errors_are_one_line(tmp_path, constraints, extra, exp
 
 
 def test_reproduce_aggregates_seeds_and_sparsities_into_a_table(tmp_path):
-    from constrained_fairness.aggregate import mean_std
+    from constrained_fairness.reporting.aggregate import mean_std
 
     config = tiny_config(tmp_path, methods="[nft, ceag]")
     out = tmp_path / "repro"

@@ -190,7 +190,7 @@ def test_a_non_finite_batch_on_one_rank_is_skipped_on_every_rank(tmp_path):
 )
 def test_host_flags_go_where_the_backend_serves_them(monkeypatch, backend, expected):
     """An NCCL-only group has no CPU backend: the epoch's divergence flag must go to the GPU."""
-    from constrained_fairness import distributed
+    from constrained_fairness.runtime import distributed
 
     monkeypatch.setattr(distributed.dist, "get_backend", lambda group=None: backend)
     monkeypatch.setattr(distributed.torch.cuda, "is_available", lambda: True)

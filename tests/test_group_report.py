@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from constrained_fairness.bootstrap import percentile_interval, resample_weights
 from constrained_fairness.constraints import DemographicParity
 from constrained_fairness.constraints.base import BatchOutputs
 from constrained_fairness.errors import ConfigError
-from constrained_fairness.group_report import (
+from constrained_fairness.groups import Grouping
+from constrained_fairness.reporting.bootstrap import percentile_interval, resample_weights
+from constrained_fairness.reporting.group_evaluation import (
     BootstrapSettings,
     classify,
     constraint_verdicts,
     evaluate_groups,
 )
-from constrained_fairness.groups import Grouping
 
 
 def small_case(n: int = 60, groups: int = 3, seed: int = 0):
@@ -185,8 +185,8 @@ def test_resample_weights_count_draws():
 
 
 def test_evaluate_model_on_a_loader_matches_evaluate_groups():
-    from constrained_fairness.group_report import evaluate_model
     from constrained_fairness.models import MLP
+    from constrained_fairness.reporting.group_evaluation import evaluate_model
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(200, 5, generator=gen)

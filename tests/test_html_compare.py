@@ -122,7 +122,7 @@ def test_compare_builds_a_table_and_curves_from_a_sweep_folder(sweep, tmp_path):
 
 
 def test_compare_curves_aggregate_seeds():
-    from constrained_fairness.compare import curves
+    from constrained_fairness.reporting.compare import curves
 
     rows = [
         {"method": "ceag", "sparsity": 0.9, "test_max_eag": 0.1},
@@ -179,8 +179,8 @@ def _paper_mode_run(source: Path, target: Path) -> dict:
     ``"val"`` key goes, ``"splits": ["train", "test"]``; reports rewritten from scratch."""
     import yaml
 
-    from constrained_fairness.html_report import write_html_report
-    from constrained_fairness.report import write_report
+    from constrained_fairness.reporting.html import write_html_report
+    from constrained_fairness.reporting.markdown import write_report
 
     from .test_report import _without_val, to_paper_mode
 
@@ -284,7 +284,7 @@ def test_compare_of_three_split_runs_has_no_leak_note(sweep, tmp_path):
 
 
 def test_aggregate_table_without_val_split_marks_the_leak(paper_runs, sweep, tmp_path):
-    from constrained_fairness.aggregate import write_table
+    from constrained_fairness.reporting.aggregate import write_table
 
     text = write_table(paper_runs, tmp_path / "table.md")
     lines = text.splitlines()

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from constrained_fairness import projection
 from constrained_fairness.errors import ConfigError, DataError
 from constrained_fairness.projection import (
     FairProjection,
@@ -15,7 +14,9 @@ from constrained_fairness.projection import (
     fair_projection,
     projection_offsets,
     solve_projection,
+    solver,
 )
+from constrained_fairness.projection import function as projection
 
 BOUNDS = [None, (0.0, 1.0), (-0.5, 0.7)]
 
@@ -281,7 +282,7 @@ def test_equal_means_are_always_reachable_within_bounds():
 
 
 def test_solver_failure_raises_infeasible(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(projection, "_MAX_ITER", 0)
+    monkeypatch.setattr(solver, "MAX_ITER", 0)
     monkeypatch.setattr(projection, "_kernels", lambda: None)  # the numpy solver, which certifies
     y = torch.tensor([0.0, 1.0, 0.0, 1.0])
     with pytest.raises(DataError, match=r"^infeasible: "):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from constrained_fairness import report
-from constrained_fairness.report import format_group_table, format_method_table, write_report
+from constrained_fairness.reporting import files, markdown, plots, results_view
+from constrained_fairness.reporting.markdown import format_group_table, format_method_table, write_report
 
 GROUPS = ["White|Male", "White|Female", "Black|Female"]  # "Black|Female" has no sample anywhere
 EMPTY = "Black|Female"
@@ -269,7 +269,7 @@ def test_write_report_files(tmp_path: Path) -> None:
 def test_multipliers_plot_without_constrained_method(tmp_path: Path) -> None:
     metrics = make_metrics(("nft", "el"))
     history = make_history(with_multipliers=False)
-    assert report.multiplier_traces(history) == {}
+    assert plots.multiplier_traces(history) == {}
     paths = write_report(tmp_path, metrics, history, GROUPS)
     mult = tmp_path / "plots" / "multipliers.png"
     assert mult in paths
@@ -283,7 +283,7 @@ def test_multipliers_plot_without_constrained_method(tmp_path: Path) -> None:
 def test_multiplier_traces_ignore_dense_and_gmp() -> None:
     history = make_history()
     history.reverse()  # records out of order: traces are sorted by step
-    traces = report.multiplier_traces(history)
+    traces = plots.multiplier_traces(history)
     assert list(traces) == ["ceag"]
     steps, values = traces["ceag"]["ceag"]
     assert steps == [100, 200, 300]
@@ -336,14 +336,14 @@ def test_groups_only_in_metrics_are_reported() -> None:
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "report.md"
-    report.atomic_write_text(target, "old")
+    files.atomic_write_text(target, "old")
 
     def boom(f: object) -> None:
         f.write("half")  # type: ignore[attr-defined]
         raise RuntimeError("crash while writing")
 
     with pytest.raises(RuntimeError):
-        report._atomic_write(target, boom, mode="w")
+        files.atomic_write(target, boom, mode="w")
     assert target.read_text(encoding="utf-8") == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
 
@@ -406,16 +406,16 @@ def make_full_metrics() -> dict:
 
 
 def test_splits_of_reads_the_key_and_defaults_to_three_splits() -> None:
-    assert report.splits_of({"methods": {}}) == ("train", "val", "test")
-    assert report.splits_of({"splits": ["train", "test"]}) == ("train", "test")
-    assert report.splits_of({"splits": ("train", "val", "test")}) == ("train", "val", "test")
+    assert results_view.splits_of({"methods": {}}) == ("train", "val", "test")
+    assert results_view.splits_of({"splits": ["train", "test"]}) == ("train", "test")
+    assert results_view.splits_of({"splits": ("train", "val", "test")}) == ("train", "val", "test")
     for bad in ("train", [1, 2], {"train": 1}):
         with pytest.raises(TypeError, match="metrics\\['splits'\\]"):
-            report.splits_of({"splits": bad})
+            results_view.splits_of({"splits": bad})
 
 
 def test_three_split_run_has_no_leak_note_and_all_splits() -> None:
-    text = report.format_report(make_full_metrics(), GROUPS)
+    text = markdown.format_report(make_full_metrics(), GROUPS)
     assert "†" not in text and "test-set leak" not in text and "Evaluated splits" not in text
     header, rows = table_rows(text, "method")
     assert "val acc" in header and "nft_es" in rows

@@ -11,7 +11,7 @@ import pytest
 from constrained_fairness.cli import main
 from constrained_fairness.config import read_yaml
 from constrained_fairness.errors import ConfigError
-from constrained_fairness.sweep import build_runs, expand
+from constrained_fairness.experiment.sweep import build_runs, expand
 
 from .helpers import tiny_config
 

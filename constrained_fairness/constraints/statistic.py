@@ -36,9 +36,9 @@ import cooper
 import torch
 
 from ..buffer import ReplayBuffer
-from ..distributed import gather_cat, global_sum, is_distributed, world_size
 from ..errors import ConfigError
 from ..groups import Grouping
+from ..runtime.distributed import gather_cat, global_sum, is_distributed, world_size
 from .base import BatchOutputs, GroupConstraint, check_tolerance, indexed_state
 
 FORMS: dict[str, tuple[str, ...]] = {"group_vs_overall": ("above", "below"), "max_min": ("max-min",)}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ..constraints.mean_score import MeanPredictionGap, MeanResidual, attribute_gaps
 from .early_stopping import EarlyStopping
-from .mean_constraints import MeanPredictionGap, MeanResidual, attribute_gaps
 from .model import FairModel
 from .trainer import FairTrainer
 

@@ -2,7 +2,7 @@ r"""``FairModel``: a network whose protected columns drive a fairness constraint
 
 The inputs ``x`` hold the protected attributes as columns (``protected_attr_idx``), as
 in ``fairness_training``. The model's single score ``ŷ`` (``output_dim=1``) or its class
-logits are constrained by ``fairness_metric``; see :mod:`.mean_constraints` for
+logits are constrained by ``fairness_metric``; see :mod:`..constraints.mean_score` for
 ``mean_pred``, whose per-attribute constraint is ``|m_0 − m_1| ≤ ε`` (binary) or
 ``|m_v − m̄| ≤ ε`` (more values), ``m_v`` the mean score of the rows with value ``v``.
 

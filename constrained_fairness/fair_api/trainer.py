@@ -5,7 +5,7 @@ Lagrangian enforcement solves
     min_θ max_{λ ≥ 0}  L(θ) + Σ_j λ_j c_j(θ),
 
 with ``L`` the user's criterion on the batch and ``c_j`` the rows of the model's fairness
-constraint estimated on the batch (:mod:`.mean_constraints`; one multiplier per row).
+constraint estimated on the batch (:mod:`..constraints.mean_score`; one multiplier per row).
 Cooper's ``AlternatingDualPrimalOptimizer`` takes the dual ascent step
 ``λ ← max(0, λ + η_λ c(θ))`` (``dual_lr`` = η_λ) and then the user's optimizer steps
 ``θ`` on the Lagrangian. Projection enforcement needs no multipliers: the model's
@@ -32,13 +32,13 @@ from torch import nn
 
 from ..config import ConstraintConfig, DualConfig
 from ..constraints.base import BatchOutputs
+from ..constraints.mean_score import MeanPredictionGap, MeanResidual, attribute_gaps
 from ..constraints.registry import BuildContext, build_constraint
 from ..constraints.statistic import GroupStatisticConstraint
 from ..errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from ..training.checkpoint import load_checkpoint, save_atomic
 from ..training.optimizers import build_dual_optimizer
 from .early_stopping import EarlyStopping
-from .mean_constraints import MeanPredictionGap, MeanResidual, attribute_gaps
 from .model import SCORE_METRICS, FairModel, _feature_batches
 
 CHECKPOINT_FORMAT = "constrained_fairness.FairTrainer/1"

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ..constraints.base import BatchOutputs
 from ..groups import Grouping
 from ..metrics import GroupStats, excess_accuracy_gap, max_over_present
-from ..precision import autocast
+from ..runtime.precision import autocast
 
 SplitTensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # inputs, targets, attribute codes
 SplitSource = SplitTensors | torch.utils.data.Dataset  # in-memory tensors, or a dataset of such triples

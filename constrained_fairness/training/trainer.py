@@ -19,9 +19,9 @@ import cooper
 import torch
 from tqdm.auto import tqdm
 
-from ..distributed import all_ranks
 from ..errors import TrainingDiverged
 from ..problem import FairnessProblem, NonFiniteBatch
+from ..runtime.distributed import all_ranks
 from ..sparsity import MagnitudePruner
 from .batches import TensorBatches
 from .checkpoint import Checkpointer

@@ -27,6 +27,9 @@ from typing import Any
 
 import torch
 
+from ..constraints.base import BatchOutputs
+from ..constraints.statistic import GroupStatisticConstraint
+from ..errors import DataError
 from .bootstrap import (
     check_resamples,
     group_design,
@@ -34,9 +37,6 @@ from .bootstrap import (
     resample_weights,
     weighted_group_means,
 )
-from .constraints.base import BatchOutputs
-from .constraints.statistic import GroupStatisticConstraint
-from .errors import DataError
 
 VERDICTS = ("satisfied", "violated", "uncertain", "too_small")
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import torch
 
-from ..constraints.base import BatchOutputs
-from ..constraints.statistic import GroupStatisticConstraint, SampleStatistic
 from ..groups import Grouping
+from .base import BatchOutputs
+from .statistic import GroupStatisticConstraint, SampleStatistic
 
 
 class MeanPredictionGap(GroupStatisticConstraint):

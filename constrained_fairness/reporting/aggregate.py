@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .report import TEST_SELECTED_MARK, selected_on_test, selection_note, splits_of
+from .results_view import TEST_SELECTED_MARK, selected_on_test, selection_note, splits_of
 
 COLUMNS = (("train", "accuracy"), ("train", "max_eag"), ("test", "accuracy"), ("test", "max_eag"))
 

@@ -26,21 +26,13 @@ from typing import Any
 
 import yaml
 
+from ..errors import DataError
 from .aggregate import mean_std
-from .errors import DataError
-from .html_report import _e, _figures, _page, _table, selection_note_html
-from .report import (
-    TEST_SELECTED_MARK,
-    _md_escape,
-    _md_table,
-    _new_figure,
-    _save_figure,
-    atomic_write_text,
-    fmt,
-    selected_on_test,
-    selection_note,
-    splits_of,
-)
+from .files import atomic_write_text
+from .html import _e, _figures, _page, _table, selection_note_html
+from .markdown import fmt, md_escape, md_table
+from .plots import new_figure, save_figure
+from .results_view import TEST_SELECTED_MARK, selected_on_test, selection_note, splits_of
 
 
 def find_runs(paths: Sequence[str]) -> list[Path]:
@@ -170,7 +162,7 @@ def curves(rows: Sequence[dict[str, Any]], key: str) -> dict[str, list[tuple[flo
 def plot_curves(
     rows: Sequence[dict[str, Any]], key: str, label: str, path: Path, tolerance: float | None
 ) -> Path:
-    fig = _new_figure(6.5, 4.5)
+    fig = new_figure(6.5, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     marked = set(methods_selected_on_test(rows))
     for i, (method, points) in enumerate(curves(rows, key).items()):
@@ -183,7 +175,7 @@ def plot_curves(
     ax.set_ylabel(label + " (mean ± std over seeds)")
     ax.set_title(f"sparsity vs {label}")
     ax.legend(fontsize="small")
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 COLUMNS = (
@@ -219,8 +211,8 @@ def write_comparison(paths: Sequence[str], output: str | Path) -> Path:
     plot_curves(rows, "test_accuracy", "test accuracy", plots / "sparsity_vs_accuracy.png", tolerance)
     header = [title for _, title in COLUMNS]
     lines = ["# Comparison of runs", "", f"{len(runs)} runs: " + ", ".join(str(r["path"]) for r in runs), ""]
-    cells = [[_md_escape(_shown(row, key)) for key, _ in COLUMNS] for row in rows]
-    lines.append(_md_table(header, cells, ["l", "r", "r", "l", "r", "r", "r", "r", "r"]))
+    cells = [[md_escape(_shown(row, key)) for key, _ in COLUMNS] for row in rows]
+    lines.append(md_table(header, cells, ["l", "r", "r", "l", "r", "r", "r", "r", "r"]))
     marked = methods_selected_on_test(rows)
     for method in marked:
         lines += ["", selection_note(method)]

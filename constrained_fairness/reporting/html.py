@@ -18,17 +18,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .group_report import VERDICTS
-from .report import (
+from .files import atomic_write_text
+from .group_evaluation import VERDICTS
+from .markdown import VERDICT_HEADER, fmt
+from .plots import plot_accuracy_vs_violation, plot_eag_intervals, plot_train_vs_test
+from .results_view import (
     SPLITS,
-    VERDICT_HEADER,
-    _methods,
-    _new_figure,
-    _save_figure,
-    atomic_write_text,
-    fmt,
     is_feasible,
     method_label,
+    methods_of,
     methods_selected_on_test,
     selection_note,
     splits_of,
@@ -75,108 +73,12 @@ def _ci(values: Any) -> str:
 # -- plots -------------------------------------------------------------------------------------
 
 
-def plot_eag_intervals(metrics: Mapping, split: str, path: Path) -> Path:
-    """Per-group EAG with its bootstrap interval (whiskers), one series per method, against ε."""
-    import numpy as np
-
-    fig = _new_figure(9, 4.5)
-    ax = fig.add_subplot(1, 1, 1)
-    methods = _methods(metrics)
-    groups = list(metrics.get("groups") or [])
-    x = np.arange(len(groups), dtype=float)
-    width = 0.8 / max(len(methods), 1)
-    for i, (name, entry) in enumerate(methods.items()):
-        table = entry.get(split, {}).get("groups", {})
-        xs, ys, lo, hi = [], [], [], []
-        for j, group in enumerate(groups):
-            row = table.get(group, {})
-            if row.get("eag") is None:
-                continue
-            ci = row.get("eag_ci") or [row["eag"], row["eag"]]
-            xs.append(x[j] - 0.4 + width * (i + 0.5))
-            ys.append(row["eag"])
-            lo.append(max(0.0, row["eag"] - (ci[0] if ci[0] is not None else row["eag"])))
-            hi.append(max(0.0, (ci[1] if ci[1] is not None else row["eag"]) - row["eag"]))
-        ax.bar(
-            xs, ys, width=width, label=method_label(name, entry), color=f"C{i % 10}", yerr=[lo, hi], capsize=2
-        )
-    tolerance = metrics.get("tolerance")
-    if tolerance is not None:
-        ax.axhline(tolerance, color="k", linestyle="--", linewidth=1, label=f"ε = {tolerance:g}")
-    ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_xticks(x)
-    ax.set_xticklabels(
-        groups, rotation=45 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center"
-    )
-    ax.set_ylabel("EAG ψ[g] (bootstrap interval)")
-    ax.set_title(f"Excess accuracy gap per group with intervals ({split})")
-    if methods:
-        ax.legend(fontsize="small")
-    return _save_figure(fig, path)
-
-
-def plot_accuracy_vs_violation(metrics: Mapping, path: Path) -> Path:
-    """Test accuracy against test max EAG (with its interval) per method."""
-    fig = _new_figure(6, 4.5)
-    ax = fig.add_subplot(1, 1, 1)
-    for i, (name, entry) in enumerate(_methods(metrics).items()):
-        test = entry.get("test", {})
-        if test.get("max_eag") is None or test.get("accuracy") is None:
-            continue
-        ci = test.get("max_eag_ci") or [None, None]
-        err = None
-        if None not in ci:  # a percentile interval of a maximum may exclude the point estimate
-            err = [[max(0.0, test["max_eag"] - ci[0])], [max(0.0, ci[1] - test["max_eag"])]]
-        ax.errorbar(
-            test["max_eag"],
-            test["accuracy"],
-            xerr=err,
-            fmt="o",
-            color=f"C{i % 10}",
-            label=method_label(name, entry),
-        )
-    if metrics.get("tolerance") is not None:
-        ax.axvline(metrics["tolerance"], color="k", linestyle="--", linewidth=1, label="ε")
-    ax.set_xlabel("test max EAG")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Accuracy vs disparity")
-    ax.legend(fontsize="small")
-    return _save_figure(fig, path)
-
-
-def plot_train_vs_test(metrics: Mapping, path: Path) -> Path:
-    """Each group's train EAG (x) against its test EAG (y), per method; the diagonal and ε."""
-    fig = _new_figure(6, 5)
-    ax = fig.add_subplot(1, 1, 1)
-    for i, (name, entry) in enumerate(_methods(metrics).items()):
-        train, test = entry.get("train", {}).get("groups", {}), entry.get("test", {}).get("groups", {})
-        points = [
-            (train[g]["eag"], test[g]["eag"])
-            for g in train
-            if g in test and train[g].get("eag") is not None and test[g].get("eag") is not None
-        ]
-        if points:
-            xs, ys = zip(*points, strict=True)
-            ax.scatter(xs, ys, s=14, color=f"C{i % 10}", label=method_label(name, entry))
-    tolerance = metrics.get("tolerance")
-    if tolerance is not None:
-        ax.axvline(tolerance, color="k", linestyle="--", linewidth=0.8)
-        ax.axhline(tolerance, color="k", linestyle="--", linewidth=0.8, label="ε")
-    low, high = ax.get_xlim()
-    ax.plot([low, high], [low, high], color="grey", linewidth=0.8)
-    ax.set_xlabel("train EAG")
-    ax.set_ylabel("test EAG")
-    ax.set_title("Does the constraint generalize? (per group)")
-    ax.legend(fontsize="small")
-    return _save_figure(fig, path)
-
-
 # -- the page ----------------------------------------------------------------------------------
 
 
 def _method_rows(metrics: Mapping) -> list[list[str]]:
     rows = []
-    for name, entry in _methods(metrics).items():
+    for name, entry in methods_of(metrics).items():
         row = [_e(method_label(name, entry))]
         for split in splits_of(metrics):
             s = entry.get(split, {})
@@ -189,7 +91,7 @@ def _method_rows(metrics: Mapping) -> list[list[str]]:
 
 def _verdict_section(metrics: Mapping) -> str:
     rows = []
-    methods = _methods(metrics)
+    methods = methods_of(metrics)
     for method, split, constraint, groups in verdict_entries(metrics):
         cells = [_e(method_label(method, methods.get(method))), _e(split), _e(constraint)]
         for kind in VERDICTS:
@@ -204,7 +106,7 @@ def _verdict_section(metrics: Mapping) -> str:
 
 def _group_tables(metrics: Mapping) -> str:
     out = []
-    for name, entry in _methods(metrics).items():
+    for name, entry in methods_of(metrics).items():
         for split in splits_of(metrics):
             table = entry.get(split, {}).get("groups") or {}
             rows = [
@@ -264,7 +166,7 @@ def selection_notes_html(metrics: Mapping) -> str:
 def format_html(metrics: Mapping, config: Mapping | None, plots: Path) -> str:
     config = config or {}
     splits = splits_of(metrics)
-    methods = _methods(metrics)
+    methods = methods_of(metrics)
     summary = [
         ("run", config.get("name", "–")),
         ("data", (config.get("data") or {}).get("name", "–")),
@@ -305,7 +207,7 @@ def write_html_report(run_dir: str | Path, metrics: Mapping, config: Mapping | N
     run_dir = Path(run_dir)
     plots = run_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    if _methods(metrics):
+    if methods_of(metrics):
         for split in splits_of(metrics):
             plot_eag_intervals(metrics, split, plots / f"eag_ci_{split}.png")
         plot_accuracy_vs_violation(metrics, plots / "accuracy_vs_max_eag.png")

@@ -28,42 +28,34 @@ import copy
 import json
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from .baselines import apply_thresholds, fit_thresholds, kamiran_calders_weights
-from .config import RESUME_NEUTRAL_KEYS, ExperimentConfig, config_hash, dump_config, flatten_config
-from .constraints import (
-    AbsoluteEqualizedLoss,
-    DenseReference,
-    EqualizedLoss,
-    ExcessAccuracyGap,
-    GroupConstraint,
-    GroupStatisticConstraint,
-)
-from .constraints.base import BatchOutputs
-from .constraints.registry import BuildContext, build_constraint, check_constraint_spec
-from .data import TabularData, load_adult, load_csv
-from .data.images import ImageData
-from .distributed import broadcast_object, init_from_environment, rank, world_size
-from .errors import CheckpointError, ConfigError
-from .group_report import BootstrapSettings, _num, constraint_verdicts, evaluate_groups
-from .groups import GroupIndex, Grouping
-from .models import build_model
-from .precision import autocast_dtype, grad_scaler
-from .problem import FairnessProblem
-from .sparsity import MagnitudePruner, branch_epoch, sparsity_schedule
-from .training.batches import LoaderBatches, TensorBatches
-from .training.checkpoint import Checkpointer, load_model_weights, save_atomic
-from .training.evaluation import Evaluator, SplitEvaluation
-from .training.loggers import RunLogger
-from .training.optimizers import build_cooper_optimizer, build_primal_optimizer
-from .training.trainer import Trainer
+from ..config import ExperimentConfig, config_hash, dump_config
+from ..constraints import DenseReference, GroupConstraint, GroupStatisticConstraint
+from ..constraints.registry import BuildContext, build_constraint, check_constraint_spec
+from ..data import TabularData
+from ..data.registry import load_data
+from ..errors import ConfigError
+from ..groups import GroupIndex, Grouping
+from ..models import build_model
+from ..problem import FairnessProblem
+from ..runtime.device import resolve_device
+from ..runtime.distributed import broadcast_object, init_from_environment, rank, world_size
+from ..runtime.precision import autocast_dtype, grad_scaler
+from ..sparsity import MagnitudePruner, branch_epoch, sparsity_schedule
+from ..training.batches import LoaderBatches, TensorBatches
+from ..training.checkpoint import Checkpointer, load_model_weights, save_atomic
+from ..training.evaluation import Evaluator
+from ..training.loggers import RunLogger
+from ..training.optimizers import build_cooper_optimizer, build_primal_optimizer
+from ..training.trainer import Trainer
+from .methods import builtin_constraints, reweighting_weights, thresholds_entry, trained_methods
+from .results import MethodResults, achieved_sparsity, nft_es_name
+from .run_dir import check_same_config, prepare_run_dir
 
 SPLITS = ("train", "val", "test")
 
@@ -72,119 +64,6 @@ SPLITS = ("train", "val", "test")
 class RunResult:
     run_dir: Path
     metrics: dict[str, Any]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; a CUDA device that is absent is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} is not available on this machine; use device: cpu or auto")
-    return torch.device(name)
-
-
-def load_data(cfg: ExperimentConfig) -> TabularData | ImageData:
-    """The dataset of ``cfg.data``: tabular data in memory, or image datasets on disk."""
-    d = cfg.data
-    protected = list(d.protected)
-    split_seed = cfg.seed if d.split_seed is None else d.split_seed
-    size = {"image_size": d.image_size} if d.image_size is not None else {}
-    if d.name == "utkface":
-        from .data.utkface import load_utkface
-
-        return load_utkface(
-            d.root,
-            target=d.target or "race",
-            protected=protected,
-            seed=split_seed,
-            test_fraction=d.test_fraction,
-            val_fraction=d.val_fraction,
-            transforms=d.transforms,
-            split=d.split,
-            **size,
-        )
-    if d.name == "fairface":
-        from .data.fairface import load_fairface
-
-        return load_fairface(
-            d.root,
-            target=d.target or "gender",
-            protected=protected,
-            seed=split_seed,
-            val_fraction=d.val_fraction,
-            transforms=d.transforms,
-            **size,
-        )
-    if d.name == "cifar100":
-        from .data.cifar100 import load_cifar100
-
-        return load_cifar100(
-            d.root, seed=split_seed, val_fraction=d.val_fraction, transforms=d.transforms, **size
-        )
-    if d.name == "adult":
-        return load_adult(
-            protected=protected, val_fraction=d.val_fraction, seed=split_seed, drop_protected=d.drop_protected
-        )
-    return load_csv(
-        d.path,
-        target=d.target,
-        positive_value=d.positive_value,
-        protected=protected,
-        categorical=d.categorical,
-        numeric=d.numeric,
-        test_path=d.test_path,
-        val_fraction=d.val_fraction,
-        test_fraction=d.test_fraction,
-        seed=split_seed,
-        drop_protected=d.drop_protected,
-        header=d.header,
-        column_names=d.column_names,
-        delimiter=d.delimiter,
-    )
-
-
-def has_checkpoints(run_dir: Path) -> bool:
-    return any((run_dir / "checkpoints").glob("*-e*-b*.pt"))
-
-
-def prepare_run_dir(
-    cfg: ExperimentConfig, output: str | Path | None, resume: bool | str
-) -> tuple[Path, bool]:
-    """The run folder, and whether to resume in it.
-
-    ``resume=False``: a new folder (a started or finished run is never overwritten: a suffix
-    ``-2``, ``-3``... is added). ``resume=True``: the folder must hold checkpoints.
-    ``resume="auto"``: the folder itself, resumed if it holds checkpoints, else started there.
-    """
-    base = Path(output) if output is not None else Path(cfg.output_dir) / cfg.name
-    if resume == "auto" and not has_checkpoints(base):
-        return _make_run_dir(base), False
-    if resume:
-        if not has_checkpoints(base):
-            raise FileNotFoundError(
-                f"nothing to resume in {base}: it has no checkpoints; run without --resume, "
-                "or with --resume auto"
-            )
-        return base, True
-    run_dir, n = base, 1
-    while (run_dir / "checkpoints").exists() or (run_dir / "metrics.json").exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    return _make_run_dir(run_dir), False
-
-
-def _make_run_dir(run_dir: Path) -> Path:
-    try:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        probe = run_dir / "checkpoints" / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write the run folder {run_dir} ({exc.strerror}); choose a writable --output "
-            "or output_dir"
-        ) from None
-    return run_dir
 
 
 class Experiment:
@@ -409,26 +288,14 @@ class Experiment:
         self, method: str, reference: DenseReference
     ) -> tuple[list[GroupConstraint], list[str], list]:
         """The constraints of a method, their names and their dual configs."""
-        if method == "ceag":
-            c = self.cfg.ceag
-            ceag = ExcessAccuracyGap(reference, c.tolerance, c.buffer_size, c.overall_estimate, self.grouping)
-            return [ceag], ["ceag"], [c.dual]
-        if method in ("el", "el_rb"):
-            c = self.cfg.el
-            buffer_size = c.buffer_size if method == "el_rb" else 0
-            weights = reference.overall_weights(c.overall_estimate)
-            if c.form == "reference":
-                el: GroupConstraint = AbsoluteEqualizedLoss(self.grouping, buffer_size, weights, self.device)
-            else:
-                el = EqualizedLoss(self.grouping, c.tolerance, buffer_size, weights, self.device)
-            return [el], [method], [c.dual]
-        if method == "constrained":
-            return (
-                self.declared_constraints(),
-                list(self.constraint_names),
-                [s.dual for s in self.cfg.constraints],
-            )
-        return [], [], []
+        builtin = builtin_constraints(method, self.cfg, reference, self.grouping, self.device)
+        if builtin is not None:
+            return builtin
+        return (
+            self.declared_constraints(),
+            list(self.constraint_names),
+            [s.dual for s in self.cfg.constraints],
+        )
 
     def declared_constraints(self, context: BuildContext | None = None) -> list[GroupConstraint]:
         """Fresh instances of the ``constraints:`` entries."""
@@ -466,8 +333,8 @@ class Experiment:
         _write_json_atomic(
             self.run_dir / "timing.json", {"wall_seconds": metrics["wall_seconds"], "resumed": resume}
         )
-        from .html_report import write_html_report
-        from .report import write_report
+        from ..reporting.html import write_html_report
+        from ..reporting.markdown import write_report
 
         # history.jsonl was streamed during the run; rewrite it from the checkpointed
         # histories so that a resumed run has each epoch exactly once.
@@ -514,12 +381,15 @@ class Experiment:
         shared_state = shared.state_dict()
         total = cfg.pruning.epochs + cfg.finetune.epochs
 
-        needs_nft = {"nft_es", "thresholds"} & set(cfg.methods)
-        trained = [
-            m
-            for m in ("nft", "reweighting", "el", "el_rb", "ceag", "constrained")
-            if m in cfg.methods or (m == "nft" and needs_nft)
-        ]
+        trained = trained_methods(cfg.methods)
+        results = MethodResults(
+            self.grouping,
+            self.split_names,
+            self.evaluator,
+            cfg.evaluation,
+            cfg.ceag.tolerance,
+            self.report_constraints,
+        )
         methods: dict[str, Any] = {}
         achieved: dict[str, Any] = {}
         for method in trained:
@@ -527,7 +397,9 @@ class Experiment:
             constraints, names, duals = self.method_constraints(method, reference)
             trainer = self.sparse_trainer(method, model, constraints, names, duals)
             if method == "reweighting":
-                trainer.problem.sample_weights = self._reweighting()
+                trainer.problem.sample_weights = reweighting_weights(
+                    self.grouping, self.context.dense_train, self.context.num_classes, self.device
+                )
             if not self._resume_into(trainer, method):
                 trainer.load_state_dict(shared_state, primal_only=True)
             trainer.run(total, self._save_to(method))
@@ -536,19 +408,21 @@ class Experiment:
             if method in cfg.methods or (method == "nft" and "thresholds" in cfg.methods):
                 evaluation = self.evaluator(model)  # once, also for the thresholds of NFT
             if method in cfg.methods:
-                methods[method] = self._method_metrics(evaluation, final)
+                methods[method] = results.entry(evaluation, final)
                 methods[method]["skipped_batches"] = trainer.skipped
                 if trainer.problem.is_constrained:
                     methods[method]["multipliers"] = trainer.problem.multiplier_values()
             if method == "nft" and "nft_es" in cfg.methods and trainer.best is not None:
                 best = copy.deepcopy(model)
                 best.load_state_dict(trainer.best["model"])
-                entry = self._method_metrics(self.evaluator(best), int(trainer.best["epoch"]))
+                entry = results.entry(self.evaluator(best), int(trainer.best["epoch"]))
                 entry["selected_on"] = self.select_on
                 methods[nft_es_name(self.select_on)] = entry
             if method == "nft" and "thresholds" in cfg.methods:
-                methods["thresholds"] = self._thresholds_metrics(evaluation, final)
-            achieved = _achieved_sparsity(trainer.pruner)
+                methods["thresholds"] = thresholds_entry(
+                    evaluation, final, cfg.thresholds.rule, self.grouping, self.evaluator, results
+                )
+            achieved = achieved_sparsity(trainer.pruner)
 
         listed = [nft_es_name(self.select_on) if m == "nft_es" else m for m in cfg.methods]
         ordered = {m: methods[m] for m in listed if m in methods}
@@ -562,115 +436,6 @@ class Experiment:
             "dense": dense_summary,
             "methods": ordered,
         }
-
-    def _reweighting(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """Kamiran–Calders loss weights ``w(g, y)`` from the training split, as a lookup."""
-        train = self.context.dense_train
-        groups = self.grouping.memberships(train.attributes)[1]  # intersectional: one per sample
-        table = kamiran_calders_weights(
-            groups, train.targets, self.grouping.num_groups, self.context.num_classes
-        )
-        table = table.to(self.device)
-
-        def weights(targets: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
-            return table[self.grouping.memberships(attributes)[1], targets]
-
-        return weights
-
-    def _thresholds_metrics(self, evaluation: dict[str, SplitEvaluation], epoch: int) -> dict[str, Any]:
-        """The NFT model (its ``evaluation``) post-processed with group thresholds fit on its
-        validation scores."""
-        val = evaluation["val"].outputs
-        groups = self.grouping.memberships(val.attributes)[1]
-        thresholds = fit_thresholds(
-            val.logits.softmax(dim=1)[:, 1],
-            groups,
-            self.grouping.num_groups,
-            self.cfg.thresholds.rule,
-            val.targets,
-        )
-        post = {}
-        for split, e in evaluation.items():
-            o = e.outputs
-            predicted = apply_thresholds(
-                o.logits.softmax(dim=1)[:, 1], self.grouping.memberships(o.attributes)[1], thresholds
-            )
-            # hard decisions as logits (the loss stays the base model's: thresholds change no score)
-            logits = torch.nn.functional.one_hot(predicted, 2).float() * 20.0 - 10.0
-            post[split] = BatchOutputs(logits, o.targets, o.attributes, o.losses)
-        out = self._method_metrics(self.evaluator.evaluate_outputs(post), epoch)
-        out["thresholds"] = {
-            name: float(t) for name, t in zip(self.group_names, thresholds.tolist(), strict=True)
-        }
-        out["thresholds_rule"] = self.cfg.thresholds.rule
-        return out
-
-    def _method_metrics(self, evaluation: dict[str, SplitEvaluation], epoch: int) -> dict[str, Any]:
-        """Final metrics of one model's ``evaluation`` (from the evaluator, or post-processed)."""
-        splits = self.split_names
-        out: dict[str, Any] = {s: evaluation[s].to_metrics(self.group_names) for s in splits}
-        out["epoch"] = epoch
-        e = self.cfg.evaluation
-        settings = BootstrapSettings(e.bootstrap_resamples, e.confidence, e.seed, e.min_group_size)
-        for s in splits:
-            self._add_intervals(out[s], evaluation[s].outputs, s, settings)
-        if self.report_constraints:
-            out["constraints"] = {
-                name: {s: constraint_report(c, evaluation[s].outputs) for s in splits}
-                for name, c in self.report_constraints
-            }
-            for name, c in self.report_constraints:
-                for s in splits:
-                    out[s]["verdicts"][name] = constraint_verdicts(c, evaluation[s].outputs, settings)
-        return out
-
-    def _add_intervals(
-        self, entry: dict[str, Any], outputs: BatchOutputs, split: str, settings: BootstrapSettings
-    ) -> None:
-        """Per-group statistics with bootstrap intervals, the max-EAG interval and the EAG
-        verdicts of one split, into its ``metrics.json`` entry."""
-        rows, groups = self.grouping.memberships(outputs.attributes)
-        dense = self.evaluator.dense_outputs[split] if self.evaluator.dense_outputs else None
-        result = evaluate_groups(
-            outputs.logits.argmax(dim=1),
-            outputs.targets,
-            groups,
-            rows=rows,
-            num_groups=self.grouping.num_groups,
-            group_names=self.group_names,
-            losses=outputs.losses,
-            dense_predictions=None if dense is None else dense.logits.argmax(dim=1),
-            eag_tolerance=self.cfg.ceag.tolerance,
-            settings=settings,
-        )
-        for record in result.records():
-            if record["n"] == 0:
-                continue
-            group = entry["groups"][record["group"]]
-            for stat in result.statistics:  # accuracy, dense accuracy and EAG are in the entry already
-                group.setdefault(stat, record[stat])
-                group[f"{stat}_ci"] = [record[f"{stat}_ci_low"], record[f"{stat}_ci_high"]]
-        if result.max_eag is not None:
-            entry["max_eag_ci"] = [_num(result.max_eag.low), _num(result.max_eag.high)]
-        entry["aggregates"] = result.aggregates()
-        entry["verdicts"] = dict(result.verdicts)
-
-
-def nft_es_name(select_on: str) -> str:
-    """``nft_es`` when selected on validation; ``nft_es_test`` when on test (the reference's leak)."""
-    return "nft_es" if select_on == "val" else f"nft_es_{select_on}"
-
-
-def constraint_report(constraint: GroupStatisticConstraint, outputs: BatchOutputs) -> dict[str, Any]:
-    """Strict violations of every row of a constraint on a whole split (``null``: group absent)."""
-    values = constraint.evaluate(outputs).flatten().tolist()
-    finite = [v for v in values if v == v]
-    return {
-        "max_violation": max(finite) if finite else None,
-        "violations": {
-            n: (v if v == v else None) for n, v in zip(constraint.row_names(), values, strict=True)
-        },
-    }
 
 
 def _split_tensors(split: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -689,12 +454,6 @@ def _unique_names(names: list[str]) -> list[str]:
     return out
 
 
-def _achieved_sparsity(pruner: MagnitudePruner | None) -> dict[str, Any]:
-    if pruner is None:
-        return {}
-    return {"overall": pruner.overall_sparsity(), "layers": pruner.layer_sparsity()}
-
-
 def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -703,29 +462,6 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
     _write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False))
-
-
-def check_same_config(path: Path, cfg: ExperimentConfig, force: bool = False) -> None:
-    """Resuming with another config would mix two runs: name the first differing key
-    (``force``: warn and go on)."""
-    if not path.is_file():
-        return
-    try:
-        saved = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        saved = {}
-    old = flatten_config(saved if isinstance(saved, dict) else {})
-    new = flatten_config(cfg.to_dict())
-    for key in sorted(set(old) | set(new)):
-        if key.startswith(RESUME_NEUTRAL_KEYS) or old.get(key) == new.get(key):
-            continue
-        message = f"config key '{key}' was {old.get(key)!r} in {path} and is now {new.get(key)!r}"
-        if not force:
-            raise CheckpointError(
-                f"cannot resume: {message}; resume with the run's config, start a new run, or pass --force"
-            )
-        warnings.warn(f"resuming with a changed config because of --force: {message}", stacklevel=2)
-        return
 
 
 def run_experiment(

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def check_resamples(resamples: int, confidence: float) -> None:

@@ -32,8 +32,8 @@ from typing import Any
 
 import yaml
 
-from .config import read_yaml
-from .errors import ConfigError
+from ..config import read_yaml
+from ..errors import ConfigError
 
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "categorical")
 

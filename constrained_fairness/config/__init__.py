@@ -1,0 +1,64 @@
+"""Experiment configs: the typed schema, YAML loading with ``base:`` and overrides, and the hash.
+
+- :mod:`.schema`: one dataclass per section, with defaults and validation;
+- :mod:`.loading`: YAML files (``base:`` inheritance), ``key=value`` overrides, typed construction;
+- :mod:`.hashing`: the hash that ties checkpoints to a config, and the keys a resume may change.
+"""
+
+from .hashing import RESUME_NEUTRAL_KEYS, config_hash, flatten_config
+from .loading import dump_config, from_dict, load_config, parse_override, read_yaml
+from .schema import (
+    DATASETS,
+    DEFAULT_CONFIG,
+    DEFAULT_METHODS,
+    METHODS,
+    RATE_TYPES,
+    THRESHOLD_RULES,
+    CEAGConfig,
+    CheckpointConfig,
+    ConstraintConfig,
+    DataConfig,
+    DenseConfig,
+    DualConfig,
+    ELConfig,
+    EvaluationConfig,
+    ExperimentConfig,
+    FinetuneConfig,
+    GuardsConfig,
+    LoggingConfig,
+    ModelConfig,
+    PruningConfig,
+    ThresholdsConfig,
+)
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_CONFIG",
+    "DEFAULT_METHODS",
+    "METHODS",
+    "RATE_TYPES",
+    "RESUME_NEUTRAL_KEYS",
+    "THRESHOLD_RULES",
+    "CEAGConfig",
+    "CheckpointConfig",
+    "ConstraintConfig",
+    "DataConfig",
+    "DenseConfig",
+    "DualConfig",
+    "ELConfig",
+    "EvaluationConfig",
+    "ExperimentConfig",
+    "FinetuneConfig",
+    "GuardsConfig",
+    "LoggingConfig",
+    "ModelConfig",
+    "PruningConfig",
+    "ThresholdsConfig",
+    "config_hash",
+    "dump_config",
+    "flatten_config",
+    "from_dict",
+    "load_config",
+    "parse_override",
+    "read_yaml",
+]

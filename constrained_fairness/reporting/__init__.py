@@ -1,0 +1,8 @@
+"""Reporting: per-group evaluation with bootstrap intervals, and the files a run leaves.
+
+- :mod:`.group_evaluation`: per-group statistics, intervals and verdicts of one split;
+- :mod:`.bootstrap`: the vectorized resampling behind those intervals;
+- :mod:`.markdown`: ``report.md`` and its tables; :mod:`.plots`: its figures;
+- :mod:`.html`: ``report.html``; :mod:`.compare`: ``compare.html`` over runs;
+- :mod:`.aggregate`: the mean ± std table over seeds; :mod:`.files`: one atomic write.
+"""

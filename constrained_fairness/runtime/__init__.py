@@ -1,0 +1,1 @@
+"""Where and how a run computes: the device, mixed precision and DDP."""
