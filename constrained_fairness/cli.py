@@ -1,11 +1,21 @@
-"""The ``cfair`` console script.
+"""The ``cfair`` console script, one subcommand per job:
 
-    cfair run [CONFIG] [--set KEY=VALUE ...] [--output DIR] [--resume [auto]] [--force] [--quiet]
+    cfair run [CONFIG] [KEY=VALUE ...] [--set KEY=VALUE ...] [--output DIR] [--resume [auto]]
+              [--force] [--quiet]
+        one experiment: dense → GMP → fine-tune per method → report.md, report.html
+    cfair reproduce CONFIG [--seeds S ...] [--sparsities S ...] [--set KEY=VALUE ...]
+              [--output DIR] [--quiet]
+        a config over seeds and sparsities, and the mean ± std table (table.md)
+    cfair sweep FILE [--dry-run] [--workers N] [--count N] [--seed S] [--output DIR]
+        a wandb-format sweep file, expanded and run here
     cfair compare RUN_DIR|GLOB|SWEEP_DIR ... [--output DIR]
+        finished runs side by side: compare.md, compare.html and sparsity curves
+    cfair config [CONFIG] [--set KEY=VALUE ...]
+        the resolved config, as YAML
 
-Without CONFIG it runs the default experiment on the bundled UCI Adult data. A user
-error (bad config, missing file, unusable data) prints one line on stderr and exits
-with code 2, without a traceback.
+Without CONFIG, ``run`` and ``config`` use the default experiment on the bundled UCI Adult
+data. A user error (bad config, missing file, unusable data) prints one line on stderr and
+exits with code 2, without a traceback.
 """
 
 from __future__ import annotations

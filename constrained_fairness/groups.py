@@ -97,6 +97,13 @@ class GroupIndex:
         return ids if len(self.strides) > 1 else ids.clone()  # never a view of the caller's codes
 
 
+def present_cells(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The intersectional cells of ``(N, A)`` codes whose value sets are not declared (no
+    :class:`GroupIndex`): the distinct rows ``(K, A)`` in lexicographic order, each row's cell
+    in ``[0, K)``, and each cell's count."""
+    return torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
+
+
 MODES = ("intersectional", "marginal")
 
 

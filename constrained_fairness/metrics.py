@@ -14,7 +14,9 @@ and the headline metric is ``max_g ψ[g]`` over groups present in the split.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -86,14 +88,30 @@ class GroupStats:
         )
 
 
+def excess_gap(dense_group: Any, sparse_group: Any, dense_overall: Any, sparse_overall: Any) -> Any:
+    """``ψ[g] = (acc_d[g] − acc_s[g]) − (acc_d − acc_s)``, broadcasting (tensors or floats): the
+    one formula of the excess accuracy gap, for point estimates and bootstrap draws alike."""
+    return (dense_group - sparse_group) - (dense_overall - sparse_overall)
+
+
 def excess_accuracy_gap(dense: GroupStats, sparse: GroupStats) -> torch.Tensor:
-    """``ψ[g] = (acc_d[g] − acc_s[g]) − (acc_d − acc_s)``; NaN for groups absent from the split."""
-    gap = dense.accuracy - sparse.accuracy
-    overall = dense.overall_accuracy - sparse.overall_accuracy
-    return gap - overall
+    """``ψ[g]`` of :func:`excess_gap` from two models' statistics; NaN for groups absent from the split."""
+    return excess_gap(dense.accuracy, sparse.accuracy, dense.overall_accuracy, sparse.overall_accuracy)
 
 
 def max_over_present(values: torch.Tensor) -> float:
     """``max`` over the non-NaN entries (NaN if there are none)."""
     finite = values[~torch.isnan(values)]
     return float(finite.max()) if finite.numel() else float("nan")
+
+
+def finite_or_none(value: Any) -> float | None:
+    """``float(value)`` for a finite number (or one-element tensor); ``None`` for NaN, ±inf,
+    ``None``, booleans and non-numbers: how a statistic that does not exist reaches JSON."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return out if math.isfinite(out) else None

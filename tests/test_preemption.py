@@ -38,8 +38,26 @@ SETTINGS = [
 ]
 
 
-def command(out: Path) -> list[str]:
-    args = [sys.executable, "-c", "import sys; from constrained_fairness.cli import main; sys.exit(main())"]
+# Fault injection, in the child process only: torch.save writes half of each checkpoint,
+# flushes, and pauses for a second before the rest, so a kill can land inside the write.
+SLOW_SAVE = """
+import io, time, torch
+_save = torch.save
+def _slow_save(obj, f, *args, **kwargs):
+    buffer = io.BytesIO()
+    _save(obj, buffer, *args, **kwargs)
+    data = buffer.getvalue()
+    f.write(data[: len(data) // 2])
+    f.flush()
+    time.sleep(1.0)
+    f.write(data[len(data) // 2 :])
+torch.save = _slow_save
+"""
+
+
+def command(out: Path, slow_save: bool = False) -> list[str]:
+    main = "import sys; from constrained_fairness.cli import main; sys.exit(main())"
+    args = [sys.executable, "-c", (SLOW_SAVE if slow_save else "") + main]
     return [*args, "run", *SETTINGS, "--output", str(out), "--resume", "auto", "--quiet"]
 
 
@@ -73,10 +91,9 @@ def test_kill_9_at_random_points_and_resume_auto_is_bit_identical(tmp_path):
     torn_write = fell_back = False
     truncated = ""
     for round_ in range(12):
-        delay = "1.0" if round_ == 2 else "0"
         process = subprocess.Popen(
-            command(out),
-            env={**env, "CFAIR_CHECKPOINT_WRITE_DELAY": delay},
+            command(out, slow_save=round_ == 2),
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

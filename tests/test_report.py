@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from constrained_fairness.reporting import files, markdown, plots, results_view
+from constrained_fairness import files
+from constrained_fairness.reporting import markdown, plots, results_view
 from constrained_fairness.reporting.markdown import format_group_table, format_method_table, write_report
 
 GROUPS = ["White|Male", "White|Female", "Black|Female"]  # "Black|Female" has no sample anywhere

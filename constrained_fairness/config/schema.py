@@ -16,7 +16,6 @@ FLOAT32_MAX = 3.4028234663852886e38  # learning rates beyond it overflow inside 
 METHODS = ("nft", "nft_es", "el", "el_rb", "ceag", "constrained", "reweighting", "thresholds")
 DATASETS = ("adult", "csv", "utkface", "fairface", "cifar100")
 DEFAULT_METHODS = ("nft", "nft_es", "el", "ceag")
-RATE_TYPES = ("demographic_parity", "equal_opportunity", "equalized_odds")
 THRESHOLD_RULES = ("demographic_parity", "equal_opportunity")
 DEFAULT_CONFIG = Path(__file__).parent.parent / "configs" / "adult_default.yaml"
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from constrained_fairness.data.fractions import check_fraction, held_out_count
+from constrained_fairness.data.splits import SPLITS, check_fraction, held_out_count
 from constrained_fairness.errors import DataError
 
 __all__ = [
@@ -69,7 +69,6 @@ CIFAR100_MEAN: tuple[float, float, float] = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD: tuple[float, float, float] = (0.2673, 0.2564, 0.2762)
 """Per-channel (RGB) standard deviation of the CIFAR-100 training images."""
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 _FACE_DATASETS = ("utkface", "fairface")
 _DATASETS = (*_FACE_DATASETS, "cifar100")
 

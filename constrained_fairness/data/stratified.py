@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..errors import ConfigError, DataError
+from ..groups import present_cells
 
 
 def _as_tensor(values: Any, name: str) -> torch.Tensor:
@@ -50,11 +51,6 @@ def protected_columns(X: torch.Tensor, protected_attr_idx: int | Sequence[int]) 
             f"protected column {bad} of X is not discrete (non-integer values); encode it as codes"
         )
     return columns.long()
-
-
-def cell_ids(codes: torch.Tensor) -> torch.Tensor:
-    """Intersectional cell of each row: the index of its code combination among the unique ones."""
-    return torch.unique(codes, dim=0, return_inverse=True)[1]
 
 
 def apportion(counts: np.ndarray, batch_size: int) -> np.ndarray:
@@ -123,7 +119,7 @@ def create_stratified_dataloaders(
     if len(X) != len(y):
         raise DataError(f"X_train has {len(X)} rows but y_train {len(y)}; pass matching arrays")
     sampler = StratifiedBatchSampler(
-        cell_ids(protected_columns(X, protected_attr_idx)), batch_size_train, seed
+        present_cells(protected_columns(X, protected_attr_idx))[1], batch_size_train, seed
     )
     if sampler.dropped:
         warnings.warn(

@@ -35,7 +35,7 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from constrained_fairness.data.fractions import check_fraction, held_out_count
+from constrained_fairness.data.splits import check_fraction, held_out_count
 from constrained_fairness.errors import DataError
 
 __all__ = ["TabularData", "TabularSplit", "from_records", "load_csv"]

@@ -9,7 +9,8 @@ from ..config import EvaluationConfig
 from ..constraints.base import BatchOutputs
 from ..constraints.statistic import GroupStatisticConstraint
 from ..groups import Grouping
-from ..reporting.group_evaluation import BootstrapSettings, _num, constraint_verdicts, evaluate_groups
+from ..metrics import finite_or_none
+from ..reporting.group_evaluation import BootstrapSettings, constraint_verdicts, evaluate_groups
 from ..sparsity import MagnitudePruner
 from ..training.evaluation import Evaluator, SplitEvaluation
 
@@ -77,7 +78,7 @@ class MethodResults:
                 group.setdefault(stat, record[stat])
                 group[f"{stat}_ci"] = [record[f"{stat}_ci_low"], record[f"{stat}_ci_high"]]
         if result.max_eag is not None:
-            entry["max_eag_ci"] = [_num(result.max_eag.low), _num(result.max_eag.high)]
+            entry["max_eag_ci"] = [finite_or_none(result.max_eag.low), finite_or_none(result.max_eag.high)]
         entry["aggregates"] = result.aggregates()
         entry["verdicts"] = dict(result.verdicts)
 

@@ -39,7 +39,9 @@ from ..constraints import DenseReference, GroupConstraint, GroupStatisticConstra
 from ..constraints.registry import BuildContext, build_constraint, check_constraint_spec
 from ..data import TabularData
 from ..data.registry import load_data
+from ..data.splits import SPLITS
 from ..errors import ConfigError
+from ..files import atomic_write_json, atomic_write_text
 from ..groups import GroupIndex, Grouping
 from ..models import build_model
 from ..problem import FairnessProblem
@@ -56,8 +58,6 @@ from ..training.trainer import Trainer
 from .methods import builtin_constraints, reweighting_weights, thresholds_entry, trained_methods
 from .results import MethodResults, achieved_sparsity, nft_es_name
 from .run_dir import check_same_config, prepare_run_dir
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -137,7 +137,7 @@ class Experiment:
         self.logger: RunLogger | None = None
         self.dense_layout: str | None = None  # the recognised format of model.checkpoint
         # NHWC is a GPU speed-up; on the CPU some convolutions are far slower in it (the 1x1
-        # stride-2 shortcut convs of ResNet-56 at width 0.25: > 30 s per step instead of 0.08 s)
+        # stride-2 shortcut convs of ResNet-56; experiments/README.md has the measurement)
         self.channels_last = cfg.channels_last and self.device.type == "cuda"
 
     # -- helpers -----------------------------------------------------------------------
@@ -312,7 +312,7 @@ class Experiment:
             check_same_config(self.run_dir / "config.yaml", cfg, force)
         self.history: list[dict[str, Any]] = []
         if self.rank == 0:  # under DDP, rank 0 alone writes files and logs
-            (self.run_dir / "config.yaml").write_text(dump_config(cfg))
+            atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
             if not self.resume:
                 (self.run_dir / "history.jsonl").unlink(missing_ok=True)
             self.logger = RunLogger(
@@ -328,9 +328,9 @@ class Experiment:
             return metrics
         # metrics.json holds only results, so a resumed run's file is identical to an uninterrupted
         # one's; the wall time of this invocation goes to timing.json
-        _write_json_atomic(self.run_dir / "metrics.json", metrics)
+        atomic_write_json(self.run_dir / "metrics.json", metrics)
         metrics = {**metrics, "wall_seconds": time.perf_counter() - start}
-        _write_json_atomic(
+        atomic_write_json(
             self.run_dir / "timing.json", {"wall_seconds": metrics["wall_seconds"], "resumed": resume}
         )
         from ..reporting.html import write_html_report
@@ -339,7 +339,7 @@ class Experiment:
         # history.jsonl was streamed during the run; rewrite it from the checkpointed
         # histories so that a resumed run has each epoch exactly once.
         lines = "".join(json.dumps(record) + "\n" for record in self.history)
-        _write_text_atomic(self.run_dir / "history.jsonl", lines)
+        atomic_write_text(self.run_dir / "history.jsonl", lines)
         write_report(self.run_dir, metrics, self.history, self.group_names)
         write_html_report(self.run_dir, metrics, cfg.to_dict())
         return metrics
@@ -452,16 +452,6 @@ def _unique_names(names: list[str]) -> list[str]:
             candidate = f"{name}_{n}"
         out.append(candidate)
     return out
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    _write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False))
 
 
 def run_experiment(

@@ -36,8 +36,9 @@ from ..constraints.mean_score import MeanPredictionGap, MeanResidual, attribute_
 from ..constraints.registry import BuildContext, build_constraint
 from ..constraints.statistic import GroupStatisticConstraint
 from ..errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from ..runtime.device import resolve_device
 from ..training.checkpoint import load_checkpoint, save_atomic
-from ..training.optimizers import build_dual_optimizer
+from ..training.optimizers import build_dual_optimizer, quiet_sparse_checks
 from .early_stopping import EarlyStopping
 from .model import SCORE_METRICS, FairModel, _feature_batches
 
@@ -58,15 +59,6 @@ class _FairProblem(cooper.ConstrainedMinimizationProblem):
         state = self.fairness.compute(batch)
         observed = {self.fairness: state} if state is not None else {}
         return cooper.CMPState(loss=loss, observed_constraints=observed, misc={"batch": batch})
-
-
-def _device(device: str | torch.device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device {device!r} is not a torch device; use 'auto', 'cpu' or 'cuda'") from None
 
 
 class FairTrainer:
@@ -114,7 +106,7 @@ class FairTrainer:
             )
         if not isinstance(dual_lr, (int, float)) or isinstance(dual_lr, bool) or not dual_lr > 0:
             raise ConfigError(f"dual_lr must be a number > 0, got {dual_lr!r}; e.g. dual_lr=1.0")
-        self.device = _device(device)
+        self.device = resolve_device(device)
         self.model = model.to(self.device)
         self.criterion = criterion
         self.optimizer = optimizer
@@ -258,6 +250,7 @@ class FairTrainer:
         return (max(finite) if finite else math.nan), gaps
 
     # -- epochs --------------------------------------------------------------------------------
+    @quiet_sparse_checks
     def train_epoch(self, train_loader: Iterable, calibrate: bool = True) -> tuple[float, float]:
         """One pass over ``train_loader``; returns (mean loss, pooled fairness gap of the
         training outputs). With ``calibrate`` the inference offsets are then recomputed from

@@ -59,8 +59,8 @@ dependent tight rows, the least violated entering one waits); the step is taken 
 descends at its end, else to the root of the directional derivative (regula falsi). It stops by the rule of
 step 1, so it
 certifies the same optimality; if it has not within 8 steps, or its system is singular, the method above
-runs. At b = 256 this takes the projection from about 0.4 ms to about 0.1 ms (benchmark P3): the numpy
-version is about a hundred calls of 1-3 µs of dispatch each.
+runs. The numpy version is about a hundred small calls whose dispatch outweighs their arithmetic;
+benchmark P3 (``benchmarks/projection_speed.py``) measures both.
 
 Gradient. Let D = diag(1 for coordinates strictly inside the box) and C_A the tight rows (|c_j·z| = ε up to
 1e-8·scale). Locally z is the projection onto the affine set {z_i = bound for i ∉ D, C_A z = ±ε}, so

@@ -1,15 +1,15 @@
-"""Compiled (numba) kernels of the fairness projection's fast path; see :mod:`.projection`.
+"""Compiled (numba) kernels of the projection's fast path; see :mod:`constrained_fairness.projection`.
 
-At b = 256 the projection is a few hundred arithmetic operations on a few kilobytes; run as
-numpy calls it costs about a hundred dispatches of 1–3 µs each, as compiled loops a few µs
-(benchmark P3). The kernels cover the common case: attribute codes of a small range
-(``(max − min + 1)^A ≤ 4b + 64``), solved by semismooth Newton within ``max_iter`` steps. Anything
-else returns a status, and :mod:`.projection` runs its numpy solver, which handles every
-instance. Import this module only through :func:`.projection._kernels`, which falls back
-when numba is missing.
+At b = 256 the projection is a few hundred arithmetic operations on a few kilobytes: as numpy
+calls, dispatch outweighs the arithmetic; as compiled loops it does not (benchmark P3,
+``benchmarks/projection_speed.py``, measures both). The kernels cover the common case:
+attribute codes of a small range (``(max − min + 1)^A ≤ 4b + 64``), solved by semismooth Newton
+within ``max_iter`` steps. Anything else returns a status, and :mod:`.function` runs the numpy
+solver, which handles every instance. Import this module only through
+:func:`.function._kernels`, which falls back when numba is missing.
 
-Notation as in :mod:`.projection`: cells ``k`` are the distinct attribute rows, ``C_K`` the
-(m, K) constraint rows on the cells, ``C = C_K[:, cell]``, ``u = ŷ − Cᵀλ``, ``z = clip(u)``.
+Notation as in :mod:`constrained_fairness.projection`: cells ``k`` are the distinct attribute rows,
+``C_K`` the (m, K) constraint rows on the cells, ``C = C_K[:, cell]``, ``u = ŷ − Cᵀλ``, ``z = clip(u)``.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import DataError
+from ..groups import present_cells
 from .checks import check_inputs, inward_bounds
 from .function import FairProjectionFunction
 
@@ -20,7 +21,7 @@ def projection_offsets(
     with torch.no_grad():
         z = FairProjectionFunction.apply(predictions, attributes, eps, checked)
         delta = z.reshape(-1).to(torch.float64) - predictions.reshape(-1).to(torch.float64)
-        group_ids, inverse, counts = torch.unique(attributes, dim=0, return_inverse=True, return_counts=True)
+        group_ids, inverse, counts = present_cells(attributes)
         sums = torch.zeros(group_ids.shape[0], dtype=torch.float64, device=delta.device)
         sums.index_add_(0, inverse, delta)
     return group_ids, (sums / counts.to(torch.float64)).to(predictions.dtype)

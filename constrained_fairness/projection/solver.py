@@ -88,7 +88,7 @@ def constraint_matrix(attributes: torch.Tensor, dtype: torch.dtype = torch.float
 
 def small_solve(M: np.ndarray, r: np.ndarray) -> np.ndarray:
     """Solve M x = r. Up to 4 unknowns by Gaussian elimination with partial pivoting on Python floats:
-    for such sizes LAPACK's call overhead (tens of µs here) dwarfs the arithmetic."""
+    for such sizes LAPACK's call overhead dwarfs the arithmetic."""
     n = r.size
     if n > 4:
         return np.linalg.solve(M, r)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..files import atomic_write_text
 from .results_view import TEST_SELECTED_MARK, selected_on_test, selection_note, splits_of
 
 COLUMNS = (("train", "accuracy"), ("train", "max_eag"), ("test", "accuracy"), ("test", "max_eag"))
@@ -76,5 +77,5 @@ def write_table(run_dirs: Sequence[Path], path: Path) -> str:
     """Read each run's ``metrics.json``, aggregate and write the markdown table to ``path``."""
     runs = [json.loads((Path(d) / "metrics.json").read_text()) for d in run_dirs]
     text = format_table(aggregate(runs), methods_selected_on_test(runs)) + "\n"
-    path.write_text(text)
+    atomic_write_text(path, text)
     return text

@@ -27,8 +27,8 @@ from typing import Any
 import yaml
 
 from ..errors import DataError
+from ..files import atomic_write_text
 from .aggregate import mean_std
-from .files import atomic_write_text
 from .html import _e, _figures, _page, _table, selection_note_html
 from .markdown import fmt, md_escape, md_table
 from .plots import new_figure, save_figure

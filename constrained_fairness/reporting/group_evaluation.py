@@ -30,6 +30,7 @@ import torch
 from ..constraints.base import BatchOutputs
 from ..constraints.statistic import GroupStatisticConstraint
 from ..errors import DataError
+from ..metrics import excess_gap, finite_or_none
 from .bootstrap import (
     check_resamples,
     group_design,
@@ -80,9 +81,9 @@ class GroupEvaluation:
         for g, name in enumerate(self.group_names):
             record: dict[str, Any] = {"group": name, "n": int(self.counts[g])}
             for stat, est in self.statistics.items():
-                record[stat] = _num(est.value[g])
-                record[f"{stat}_ci_low"] = _num(est.low[g])
-                record[f"{stat}_ci_high"] = _num(est.high[g])
+                record[stat] = finite_or_none(est.value[g])
+                record[f"{stat}_ci_low"] = finite_or_none(est.low[g])
+                record[f"{stat}_ci_high"] = finite_or_none(est.high[g])
             out.append(record)
         return out
 
@@ -110,11 +111,6 @@ class GroupEvaluation:
         except ImportError:
             raise ImportError("to_pandas needs pandas: pip install pandas (or use records())") from None
         return pd.DataFrame(self.records())
-
-
-def _num(x: torch.Tensor | float) -> float | None:
-    value = float(x)
-    return value if math.isfinite(value) else None
 
 
 def classify(
@@ -219,7 +215,7 @@ def evaluate_groups(
         out = {stat: table[:, k] for k, stat in enumerate(stats)}
         if dense_correct is not None:
             overall = (weights @ overall_design).double() / weights.sum(dim=1, keepdim=True).double()
-            out["eag"] = (out["dense_accuracy"] - out["accuracy"]) - (overall[:, 1:] - overall[:, :1])
+            out["eag"] = excess_gap(out["dense_accuracy"], out["accuracy"], overall[:, 1:], overall[:, :1])
         return out
 
     point = {k: v[0] for k, v in means(torch.ones(1, n)).items()}
@@ -334,7 +330,11 @@ def constraint_verdicts(
     names = constraint.group_names()
     verdict = classify(point, low, high, counts, tol, names, settings.min_group_size)
     verdict["statistic"] = {
-        name: {"value": _num(point[g]), "ci": [_num(low[g]), _num(high[g])], "n": int(counts[g])}
+        name: {
+            "value": finite_or_none(point[g]),
+            "ci": [finite_or_none(low[g]), finite_or_none(high[g])],
+            "n": int(counts[g]),
+        }
         for g, name in enumerate(names)
         if counts[g] > 0
     }

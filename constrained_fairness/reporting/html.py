@@ -18,12 +18,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write_text
+from ..data.splits import SPLITS
+from ..files import atomic_write_text
 from .group_evaluation import VERDICTS
 from .markdown import VERDICT_HEADER, fmt
 from .plots import plot_accuracy_vs_violation, plot_eag_intervals, plot_train_vs_test
 from .results_view import (
-    SPLITS,
     is_feasible,
     method_label,
     methods_of,

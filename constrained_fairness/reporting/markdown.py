@@ -32,16 +32,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write_text
+from ..data.splits import SPLITS
+from ..files import atomic_write_text
 from .group_evaluation import VERDICTS
 from .plots import plot_constraint, plot_dense_vs_sparse, plot_eag, plot_multipliers
 from .results_view import (
-    SPLITS,
-    as_number,
     comparison_split,
     constraint_names,
     constraint_split,
     dense_group_accuracy,
+    finite_or_none,
     group_count,
     group_of,
     is_feasible,
@@ -68,7 +68,7 @@ INFEASIBLE = "✗"
 
 def fmt(value: Any, decimals: int = 4) -> str:
     """Format a number with ``decimals`` decimals; ``–`` when it does not exist."""
-    x = as_number(value)
+    x = finite_or_none(value)
     if x is None:
         return MISSING
     out = f"{x:.{decimals}f}"
@@ -151,9 +151,9 @@ def format_group_table(metrics: Mapping, split: str, group_names: Sequence[str])
 
 
 def _config_line(metrics: Mapping) -> str:
-    eps = as_number(metrics.get("tolerance"))
-    sparsity = as_number(metrics.get("sparsity"))
-    wall = as_number(metrics.get("wall_seconds"))
+    eps = finite_or_none(metrics.get("tolerance"))
+    sparsity = finite_or_none(metrics.get("sparsity"))
+    wall = finite_or_none(metrics.get("wall_seconds"))
     parts = [
         f"tolerance ε = {MISSING if eps is None else f'{eps:g}'}",
         f"sparsity = {MISSING if sparsity is None else f'{sparsity:g}'}",
@@ -304,8 +304,8 @@ def format_constraint_table(metrics: Mapping, name: str) -> str:
     header = ["method", *[f"{s} max violation" for s in splits], "satisfied (train)"]
     rows = []
     for method, entry in methods.items():
-        values = [as_number(constraint_split(entry, name, s).get("max_violation")) for s in splits]
-        train = as_number(constraint_split(entry, name, "train").get("max_violation"))
+        values = [finite_or_none(constraint_split(entry, name, s).get("max_violation")) for s in splits]
+        train = finite_or_none(constraint_split(entry, name, "train").get("max_violation"))
         ok = MISSING if train is None else (FEASIBLE if train <= 0 else INFEASIBLE)
         rows.append([md_escape(method_label(method, entry)), *[fmt(v) for v in values], ok])
     return md_table(header, rows, ["l"] + ["r"] * len(splits) + ["c"])

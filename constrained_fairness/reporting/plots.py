@@ -9,12 +9,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write
+from ..files import atomic_write
 from .results_view import (
-    as_number,
     comparison_split,
     constraint_split,
     dense_group_accuracy,
+    finite_or_none,
     group_of,
     method_label,
     methods_of,
@@ -90,12 +90,12 @@ def plot_eag(metrics: Mapping, split: str, group_names: Sequence[str], path: str
     series = [
         (
             method_label(name, entry),
-            [as_number(group_of(split_of(entry, split), g).get("eag")) for g in groups],
+            [finite_or_none(group_of(split_of(entry, split), g).get("eag")) for g in groups],
         )
         for name, entry in methods.items()
     ]
     _grouped_bars(ax, groups, series)
-    eps = as_number(metrics.get("tolerance"))
+    eps = finite_or_none(metrics.get("tolerance"))
     if eps is not None:
         ax.axhline(eps, color="red", linestyle="--", linewidth=1.2, label=f"tolerance ε = {eps:g}")
     ax.axhline(0.0, color="black", linestyle="--", linewidth=0.8, label="0")
@@ -124,7 +124,7 @@ def plot_constraint(metrics: Mapping, name: str, split: str, path: str | Path) -
     series = [
         (
             method_label(m, e),
-            [as_number((constraint_split(e, name, split).get("violations") or {}).get(r)) for r in rows],
+            [finite_or_none((constraint_split(e, name, split).get("violations") or {}).get(r)) for r in rows],
         )
         for m, e in methods.items()
     ]
@@ -156,7 +156,7 @@ def plot_dense_vs_sparse(
     series += [
         (
             method_label(name, entry),
-            [as_number(group_of(split_of(entry, split), g).get("accuracy")) for g in groups],
+            [finite_or_none(group_of(split_of(entry, split), g).get("accuracy")) for g in groups],
         )
         for name, entry in methods.items()
     ]
@@ -193,13 +193,13 @@ def multiplier_traces(history: Sequence[Mapping]) -> dict[str, dict[str, Trace]]
         if method == "dense" or rec.get("stage") in _IGNORED_STAGES:
             continue
         mults = rec.get("multipliers")
-        step = as_number(rec.get("step"))
+        step = finite_or_none(rec.get("step"))
         if not isinstance(mults, Mapping) or not mults or step is None:
             continue
         for key, vec in mults.items():
             if vec is None:
                 continue
-            vals = [as_number(v) for v in (vec if isinstance(vec, (list, tuple)) else [vec])]
+            vals = [finite_or_none(v) for v in (vec if isinstance(vec, (list, tuple)) else [vec])]
             raw.setdefault(method, {}).setdefault(str(key), []).append(
                 (step, [math.nan if v is None else v for v in vals])
             )

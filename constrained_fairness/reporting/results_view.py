@@ -3,32 +3,19 @@ marks, tolerant of files written by older versions (absent keys read as missing)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-"""The splits of a run that does not list its own (``metrics["splits"]`` absent), in order."""
-
+from ..data.splits import SPLITS
+from ..metrics import finite_or_none
 
 TEST_SELECTED_MARK = "†"
 """Mark of a method selected on the test split (its test numbers are optimistic)."""
 
 
-def as_number(value: Any) -> float | None:
-    """``float(value)``, or ``None`` for ``None``/NaN/non-numbers (a value that does not exist)."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(out) else out
-
-
 def is_feasible(max_eag: Any, tolerance: Any) -> bool | None:
     """``max_eag ≤ ε``; ``None`` when either value is missing."""
-    m, eps = as_number(max_eag), as_number(tolerance)
+    m, eps = finite_or_none(max_eag), finite_or_none(tolerance)
     if m is None or eps is None:
         return None
     return m <= eps
@@ -128,7 +115,7 @@ def group_count(metrics: Mapping, split: str, group: str) -> int | None:
     """Samples of ``group`` in ``split``: from the dense results, else the first method that has it."""
     sources = [metrics.get("dense"), *methods_of(metrics).values()]
     for entry in sources:
-        n = as_number(group_of(split_of(entry, split), group).get("n"))
+        n = finite_or_none(group_of(split_of(entry, split), group).get("n"))
         if n is not None:
             return int(n)
     return None
@@ -136,11 +123,11 @@ def group_count(metrics: Mapping, split: str, group: str) -> int | None:
 
 def dense_group_accuracy(metrics: Mapping, split: str, group: str) -> float | None:
     """``acc_d[g]``: from ``metrics['dense']``, else the ``dense_accuracy`` stored with a method."""
-    acc = as_number(group_of(split_of(metrics.get("dense"), split), group).get("accuracy"))
+    acc = finite_or_none(group_of(split_of(metrics.get("dense"), split), group).get("accuracy"))
     if acc is not None:
         return acc
     for entry in methods_of(metrics).values():
-        acc = as_number(group_of(split_of(entry, split), group).get("dense_accuracy"))
+        acc = finite_or_none(group_of(split_of(entry, split), group).get("dense_accuracy"))
         if acc is not None:
             return acc
     return None
@@ -157,7 +144,7 @@ def present_groups(metrics: Mapping, split: str, group_names: Sequence[str]) -> 
         n = group_count(metrics, split, g)
         if n is None:
             has_value = any(
-                as_number(group_of(split_of(e, split), g).get("eag")) is not None
+                finite_or_none(group_of(split_of(e, split), g).get("eag")) is not None
                 for e in methods_of(metrics).values()
             )
             (present if has_value else empty).append(g)

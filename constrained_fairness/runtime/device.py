@@ -7,10 +7,21 @@ import torch
 from ..errors import ConfigError
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; a CUDA device that is absent is a user error."""
-    if name == "auto":
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; any other torch device name as it is.
+
+    A name torch does not know, or a CUDA device on a machine without one, is a one-line
+    :class:`ConfigError`.
+    """
+    if isinstance(name, torch.device):
+        device = name
+    elif name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} is not available on this machine; use device: cpu or auto")
-    return torch.device(name)
+    else:
+        try:
+            device = torch.device(name)
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"device {name!r} is not a torch device; use 'auto', 'cpu' or 'cuda'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r} is not available on this machine; use device: cpu or auto")
+    return device

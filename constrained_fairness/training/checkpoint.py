@@ -6,12 +6,9 @@ so ``torch.load(weights_only=True)`` can read it: no pickled code runs at load t
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
-import tempfile
-import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,41 +18,47 @@ import torch
 from cooper.optim.torch_optimizers.nupi_optimizer import nuPIInitType
 
 from ..errors import CheckpointError
+from ..files import atomic_write, fsync_folder
 
-# The nuPI dual optimizer keeps this enum in its param groups; allow it, and only it,
-# besides tensors and primitive types.
-torch.serialization.add_safe_globals([nuPIInitType])
+# The nuPI dual optimizer keeps this enum in its param groups. A checkpoint stores it as a
+# tagged primitive, so any process can read the file with plain torch.load(weights_only=True);
+# load_checkpoint turns the tag back into the enum (and still reads files that hold the enum).
+_ENUM_TAG = "__nuPIInitType__"
+SAFE_GLOBALS = [nuPIInitType]
 
 
-# Fault injection for the kill-and-resume tests: seconds to pause halfway through writing a checkpoint.
-WRITE_DELAY_ENV = "CFAIR_CHECKPOINT_WRITE_DELAY"
+def to_primitives(obj: Any) -> Any:
+    """``obj`` with every :class:`nuPIInitType` replaced by ``{"__nuPIInitType__": name}``."""
+    if isinstance(obj, nuPIInitType):
+        return {_ENUM_TAG: obj.name}
+    if isinstance(obj, dict):
+        return {k: to_primitives(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_primitives(v) for v in obj)
+    return obj
+
+
+def from_primitives(obj: Any) -> Any:
+    """The inverse of :func:`to_primitives`."""
+    if isinstance(obj, dict):
+        if len(obj) == 1 and _ENUM_TAG in obj:
+            return nuPIInitType[obj[_ENUM_TAG]]
+        return {k: from_primitives(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(from_primitives(v) for v in obj)
+    return obj
 
 
 def save_atomic(obj: Any, path: str | Path) -> None:
-    """Write to a temporary file in the same folder, fsync it, rename it over ``path``, and
-    fsync the folder: a crash leaves either the old file or the new one, never a torn one."""
+    """``torch.save`` of ``obj`` (as :func:`to_primitives`) through
+    :func:`~constrained_fairness.files.atomic_write`: a crash leaves either the old file or the
+    new one, never a torn one. A full disk or a read-only folder is a one-line
+    :class:`CheckpointError`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    obj = to_primitives(obj)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            delay = float(os.environ.get(WRITE_DELAY_ENV, "0") or 0)
-            if delay > 0:
-                buffer = io.BytesIO()
-                torch.save(obj, buffer)
-                data = buffer.getvalue()
-                handle.write(data[: len(data) // 2])
-                handle.flush()
-                time.sleep(delay)
-                handle.write(data[len(data) // 2 :])
-            else:
-                torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        atomic_write(path, lambda handle: torch.save(obj, handle))
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
         cause = _os_error(exc)
         if cause is None:
             raise
@@ -76,31 +79,21 @@ def _os_error(exc: BaseException) -> OSError | None:
     return None
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
 def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint safely; a missing or unreadable file is a one-line user error."""
+    """Load a checkpoint with ``torch.load(weights_only=True)``, in any process, with nothing
+    imported or registered first; a missing or unreadable file is a one-line user error."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}; check the path")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(SAFE_GLOBALS):  # files written before the tag
+            content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt files
         raise CheckpointError(
             f"cannot read checkpoint {path} ({type(exc).__name__}); it is corrupt or not a "
             "torch checkpoint, delete it or point to another file"
         ) from None
+    return from_primitives(content)
 
 
 def load_model_weights(
@@ -181,7 +174,7 @@ class Checkpointer:
         except OSError:
             shutil.copyfile(newest, tmp)
         os.replace(tmp, final)
-        _fsync_dir(self.folder)
+        fsync_folder(self.folder)
         return final
 
     def load_latest(self, force: bool = False) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..constraints.base import BatchOutputs
 from ..groups import Grouping
-from ..metrics import GroupStats, excess_accuracy_gap, max_over_present
+from ..metrics import GroupStats, excess_accuracy_gap, finite_or_none, max_over_present
 from ..runtime.precision import autocast
 
 SplitTensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # inputs, targets, attribute codes
@@ -75,16 +75,13 @@ class SplitEvaluation:
             n = int(self.stats.counts[g])
             groups[name] = {
                 "n": n,
-                "accuracy": _finite(self.stats.accuracy[g]) if n else None,
-                "dense_accuracy": _finite(self.dense.accuracy[g]) if n and self.dense is not None else None,
-                "eag": _finite(eag[g]) if n and eag is not None else None,
+                "accuracy": finite_or_none(self.stats.accuracy[g]) if n else None,
+                "dense_accuracy": finite_or_none(self.dense.accuracy[g])
+                if n and self.dense is not None
+                else None,
+                "eag": finite_or_none(eag[g]) if n and eag is not None else None,
             }
         return {**self.summary(), "groups": groups}
-
-
-def _finite(x: torch.Tensor) -> float | None:
-    value = float(x)
-    return value if value == value else None
 
 
 class Evaluator:

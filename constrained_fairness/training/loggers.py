@@ -142,7 +142,7 @@ def _wait_for_a_later_second(folder: Path) -> None:
     ``events.out.tfevents.<second>.<host>.<pid>.<counter>``: two files opened in the same
     second sort by pid and by the counter as text (``10`` before ``9``), which can replay an
     earlier attempt, and its purge, after a later one. A strictly later second keeps name order
-    chronological; it costs up to 1 s, only when one folder gets two writers within a second.
+    chronological; it waits for the next second only when one folder gets two writers within a second.
     """
     seconds = [int(m[1]) for p in folder.glob("events.out.tfevents.*") if (m := _EVENT_FILE.match(p.name))]
     if seconds:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import ParamSpec, TypeVar
 
 import cooper
 import torch
@@ -15,9 +17,24 @@ from ..errors import ConfigError
 from ..problem import FairnessProblem
 from ..sparsity import prunable_layers
 
-# nuPI builds sparse updates for the IndexedMultiplier; torch warns once that sparse
-# invariant checks are off by default, which says nothing actionable to our users.
-warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def quiet_sparse_checks(train_epoch: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``train_epoch`` without torch's warning that sparse invariant checks are off.
+
+    nuPI builds sparse updates for the ``IndexedMultiplier``, and torch then warns once that
+    those checks are disabled by default, which says nothing actionable to our users. The
+    filter holds only while the decorated function runs: importing the library sets none."""
+
+    @functools.wraps(train_epoch)
+    def quiet(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+            return train_epoch(*args, **kwargs)
+
+    return quiet
 
 
 def build_dual_optimizer(params: Sequence[torch.nn.Parameter], cfg: DualConfig) -> torch.optim.Optimizer:

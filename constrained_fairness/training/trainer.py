@@ -27,6 +27,7 @@ from .batches import TensorBatches
 from .checkpoint import Checkpointer
 from .evaluation import SplitEvaluation
 from .loggers import RunLogger
+from .optimizers import quiet_sparse_checks
 
 
 class Trainer:
@@ -106,6 +107,7 @@ class Trainer:
     def primal_optimizer(self) -> torch.optim.Optimizer:
         return self.optimizer.primal_optimizers[0]
 
+    @quiet_sparse_checks
     def train_epoch(self) -> float:
         """The rest of the current epoch (all of it unless resumed mid-epoch); returns the
         mean training loss of the whole epoch."""

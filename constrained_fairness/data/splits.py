@@ -1,10 +1,13 @@
-"""Split fractions shared by the tabular and image loaders."""
+"""The names of a data set's splits, and the held-out fractions shared by every loader."""
 
 from __future__ import annotations
 
 import math
 
 from ..errors import DataError
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+"""Every split a run can have, in order (a run without validation data has train and test)."""
 
 
 def check_fraction(name: str, value: float) -> float:
