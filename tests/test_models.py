@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from constrained_fairness.errors import ConfigError
-from constrained_fairness.models import MLP, MODELS, CifarResNet, build_model, resnet56
+from constrained_fairness.models import BUILTIN_MODELS, MLP, CifarResNet, build_model, resnet56
 from constrained_fairness.models.resnet_cifar import scaled_channels
 from constrained_fairness.sparsity import prunable_layers
 
@@ -180,7 +180,7 @@ def test_cifar_resnet_rejects_unknown_shortcut():
         CifarResNet(depth=8, shortcut="B")
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", BUILTIN_MODELS)
 def test_factory_builds_every_model_and_forward_shape(name):
     model = build_model(name, 16 * 16 * 3, NUM_CLASSES, (8,), width=FAST_WIDTH[name])
     x = torch.randn(2, 3, 16, 16)
@@ -189,7 +189,7 @@ def test_factory_builds_every_model_and_forward_shape(name):
     assert model(x).shape == (2, NUM_CLASSES)
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS if n != "mlp"])
+@pytest.mark.parametrize("name", [n for n in BUILTIN_MODELS if n != "mlp"])
 @pytest.mark.parametrize("size", [(8, 8), (9, 13), (32, 32)])
 def test_image_models_accept_any_input_size_from_8x8(name, size):
     model = build_model(name, num_classes=NUM_CLASSES, width=FAST_WIDTH[name]).eval()
@@ -197,7 +197,7 @@ def test_image_models_accept_any_input_size_from_8x8(name, size):
         assert model(torch.randn(2, 3, *size)).shape == (2, NUM_CLASSES)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", BUILTIN_MODELS)
 def test_first_and_last_weighted_layers_in_definition_order(name):
     model = build_model(name, 12, NUM_CLASSES, (8,), width=FAST_WIDTH[name])
     layers = weighted_layers(model)
@@ -232,7 +232,7 @@ def test_unknown_model_names_the_choices():
         build_model("vgg16", None, 10)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", BUILTIN_MODELS)
 def test_pretrained_is_refused(name):
     with pytest.raises(ConfigError, match=r"pretrained=True is not supported.*model\.checkpoint"):
         build_model(name, 4, 10, pretrained=True)

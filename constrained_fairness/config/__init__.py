@@ -8,10 +8,8 @@
 from .hashing import RESUME_NEUTRAL_KEYS, config_hash, flatten_config
 from .loading import dump_config, from_dict, load_config, parse_override, read_yaml
 from .schema import (
-    DATASETS,
     DEFAULT_CONFIG,
     DEFAULT_METHODS,
-    METHODS,
     THRESHOLD_RULES,
     CEAGConfig,
     CheckpointConfig,
@@ -31,10 +29,8 @@ from .schema import (
 )
 
 __all__ = [
-    "DATASETS",
     "DEFAULT_CONFIG",
     "DEFAULT_METHODS",
-    "METHODS",
     "RESUME_NEUTRAL_KEYS",
     "THRESHOLD_RULES",
     "CEAGConfig",

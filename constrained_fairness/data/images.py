@@ -124,13 +124,13 @@ class ImageData:
         that has ``targets`` and ``attributes`` tensors is read from those; otherwise (a last resort) every
         item is loaded.
         """
-        return _dataset_labels(self.split(split))
+        return dataset_labels(self.split(split))
 
 
-def _dataset_labels(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def dataset_labels(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """``(targets, attributes)`` of ``dataset``, read from its label tensors where possible."""
     if isinstance(dataset, torch.utils.data.Subset):
-        targets, attributes = _dataset_labels(dataset.dataset)
+        targets, attributes = dataset_labels(dataset.dataset)
         index = torch.as_tensor(list(dataset.indices), dtype=torch.long)
         return targets[index], attributes[index]
     targets = getattr(dataset, "targets", None)

@@ -28,6 +28,7 @@ import copy
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,16 +36,17 @@ from typing import Any
 import torch
 
 from ..config import ExperimentConfig, config_hash, dump_config
-from ..constraints import DenseReference, GroupConstraint, GroupStatisticConstraint
+from ..constraints import GroupConstraint, GroupStatisticConstraint
 from ..constraints.registry import BuildContext, build_constraint, check_constraint_spec
 from ..data import TabularData
-from ..data.registry import load_data
+from ..data.images import ImageData
+from ..data.registry import as_run_data, load_data
 from ..data.splits import SPLITS
 from ..errors import ConfigError
 from ..files import atomic_write_json, atomic_write_text
 from ..groups import GroupIndex, Grouping
-from ..models import build_model
 from ..problem import FairnessProblem
+from ..registry import METHODS, MODELS
 from ..runtime.device import resolve_device
 from ..runtime.distributed import broadcast_object, init_from_environment, rank, world_size
 from ..runtime.precision import autocast_dtype, grad_scaler
@@ -55,7 +57,7 @@ from ..training.evaluation import Evaluator
 from ..training.loggers import RunLogger
 from ..training.optimizers import build_cooper_optimizer, build_primal_optimizer
 from ..training.trainer import Trainer
-from .methods import builtin_constraints, reweighting_weights, thresholds_entry, trained_methods
+from .methods import MethodContext, method_name, thresholds_entry, trained_methods
 from .results import MethodResults, achieved_sparsity, nft_es_name
 from .run_dir import check_same_config, prepare_run_dir
 
@@ -66,11 +68,31 @@ class RunResult:
     metrics: dict[str, Any]
 
 
+ModelFactory = Callable[..., torch.nn.Module]
+
+
+def model_factory(model: torch.nn.Module | ModelFactory | None, name: str) -> ModelFactory:
+    """The factory of a run's models: ``name`` from :data:`~constrained_fairness.registry.MODELS`,
+    or one given in Python (a module is copied afresh for each stage, as given)."""
+    if model is None:
+        return MODELS.resolve(name)
+    if isinstance(model, torch.nn.Module):
+        template = copy.deepcopy(model)
+        return lambda *args, **kwargs: copy.deepcopy(template)
+    if callable(model):
+        return model
+    raise ConfigError(f"model must be an nn.Module or a factory function, got {type(model).__name__}")
+
+
 class Experiment:
     """Builds the stages of one config and runs them; see the module docstring."""
 
     def __init__(
-        self, cfg: ExperimentConfig, data: TabularData | None = None, progress: bool = False
+        self,
+        cfg: ExperimentConfig,
+        data: TabularData | ImageData | torch.utils.data.Dataset | None = None,
+        progress: bool = False,
+        model: torch.nn.Module | ModelFactory | None = None,
     ) -> None:
         self.cfg, self.progress = cfg, progress
         self.run_dir = Path(cfg.output_dir) / cfg.name
@@ -86,7 +108,13 @@ class Experiment:
                 raise ConfigError(
                     f"{key} = {size} is the global batch; make it a multiple of the {self.world} ranks"
                 )
-        self.data = data if data is not None else load_data(cfg)
+        if data is None:
+            self.data = load_data(cfg)
+        else:
+            split_seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
+            self.data = as_run_data(data, cfg.data, split_seed)
+        self.model_factory = model_factory(model, cfg.model.name)
+        self._input_shape: tuple[int, ...] | None = None
         self.attributes = GroupIndex.from_lists(self.data.attribute_names, self.data.attribute_values)
         self.grouping = Grouping.create(self.attributes, cfg.data.protected, "intersectional")
         self.group_names = self.grouping.names
@@ -157,10 +185,19 @@ class Experiment:
             self.world,
         )
 
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The shape of one input: ``(features,)`` for tables; for datasets, read from the first
+        training item, only for a model factory that needs it (built-in ones do not)."""
+        if isinstance(self.data, TabularData):
+            return (self.data.num_features,)
+        if self._input_shape is None and not getattr(self.model_factory, "builtin", False):
+            self._input_shape = tuple(self.splits["train"][0][0].shape)
+        return self._input_shape
+
     def _new_model(self) -> torch.nn.Module:
-        m = self.cfg.model
-        input_dim = self.data.num_features if isinstance(self.data, TabularData) else None
-        model = build_model(m.name, input_dim, self.data.num_classes, m.hidden, width=m.width).to(self.device)
+        model = self.model_factory(
+            self.cfg.model, num_classes=self.data.num_classes, input_shape=self.input_shape()
+        ).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return model
@@ -284,19 +321,6 @@ class Experiment:
             select_on=self.select_on,
         )
 
-    def method_constraints(
-        self, method: str, reference: DenseReference
-    ) -> tuple[list[GroupConstraint], list[str], list]:
-        """The constraints of a method, their names and their dual configs."""
-        builtin = builtin_constraints(method, self.cfg, reference, self.grouping, self.device)
-        if builtin is not None:
-            return builtin
-        return (
-            self.declared_constraints(),
-            list(self.constraint_names),
-            [s.dual for s in self.cfg.constraints],
-        )
-
     def declared_constraints(self, context: BuildContext | None = None) -> list[GroupConstraint]:
         """Fresh instances of the ``constraints:`` entries."""
         return [
@@ -392,22 +416,34 @@ class Experiment:
         )
         methods: dict[str, Any] = {}
         achieved: dict[str, Any] = {}
-        for method in trained:
+        context = MethodContext(
+            cfg,
+            reference,
+            self.grouping,
+            self.context.dense_train,
+            self.context.num_classes,
+            self.device,
+            declared=lambda: (
+                self.declared_constraints(),
+                list(self.constraint_names),
+                [s.dual for s in cfg.constraints],
+            ),
+        )
+        for entry in trained:
+            method = method_name(entry)
             model = self._new_model()
-            constraints, names, duals = self.method_constraints(method, reference)
-            trainer = self.sparse_trainer(method, model, constraints, names, duals)
-            if method == "reweighting":
-                trainer.problem.sample_weights = reweighting_weights(
-                    self.grouping, self.context.dense_train, self.context.num_classes, self.device
-                )
+            setup = METHODS.resolve(entry)(context)
+            trainer = self.sparse_trainer(method, model, setup.constraints, setup.names, setup.duals)
+            if setup.sample_weights is not None:
+                trainer.problem.sample_weights = setup.sample_weights
             if not self._resume_into(trainer, method):
                 trainer.load_state_dict(shared_state, primal_only=True)
             trainer.run(total, self._save_to(method))
             self.history += trainer.history
             final = trainer.epoch - 1
-            if method in cfg.methods or (method == "nft" and "thresholds" in cfg.methods):
+            if entry in cfg.methods or (method == "nft" and "thresholds" in cfg.methods):
                 evaluation = self.evaluator(model)  # once, also for the thresholds of NFT
-            if method in cfg.methods:
+            if entry in cfg.methods:
                 methods[method] = results.entry(evaluation, final)
                 methods[method]["skipped_batches"] = trainer.skipped
                 if trainer.problem.is_constrained:
@@ -424,7 +460,7 @@ class Experiment:
                 )
             achieved = achieved_sparsity(trainer.pruner)
 
-        listed = [nft_es_name(self.select_on) if m == "nft_es" else m for m in cfg.methods]
+        listed = [nft_es_name(self.select_on) if m == "nft_es" else method_name(m) for m in cfg.methods]
         ordered = {m: methods[m] for m in listed if m in methods}
         return {
             "splits": list(self.split_names),
@@ -459,15 +495,21 @@ def run_experiment(
     output: str | Path | None = None,
     resume: bool | str = False,
     progress: bool = False,
-    data: TabularData | None = None,
+    data: TabularData | ImageData | torch.utils.data.Dataset | None = None,
     force: bool = False,
+    model: torch.nn.Module | ModelFactory | None = None,
 ) -> RunResult:
     """Run the protocol of ``cfg``; returns the run folder and the metrics written to it.
 
-    ``data`` replaces ``cfg.data`` with already loaded data, for example
-    ``constrained_fairness.data.from_records(dataframe, target=..., protected=[...])``.
+    ``data`` replaces ``cfg.data`` with already loaded data: tables, for example
+    ``constrained_fairness.data.from_records(dataframe, target=..., protected=[...])``; an
+    :class:`ImageData` of split datasets; or one ``torch.utils.data.Dataset`` of
+    ``(input, target, attributes)``, split with ``data.val_fraction`` and ``data.test_fraction``
+    (:func:`~constrained_fairness.data.custom.from_dataset`). ``model`` replaces
+    ``cfg.model.name``: an ``nn.Module`` (each stage starts from a copy of it as given) or a
+    factory ``(model_cfg, *, num_classes, input_shape) -> nn.Module``.
     """
-    experiment = Experiment(cfg, data=data, progress=progress)  # loads and checks the data first
+    experiment = Experiment(cfg, data=data, progress=progress, model=model)  # loads and checks the data
     prepared = prepare_run_dir(cfg, output, resume) if experiment.rank == 0 else None
     run_dir_name, resuming = broadcast_object((str(prepared[0]), prepared[1]) if prepared else None)
     run_dir = Path(run_dir_name)

@@ -1,6 +1,6 @@
 """Models and the factory that builds them from a config.
 
-Names accepted by :func:`build_model` (see :data:`MODELS`):
+Names accepted by :func:`build_model` (see :data:`BUILTIN_MODELS`):
 
 * ``mlp``: :class:`MLP` for tabular data (needs ``input_dim``; ``hidden`` gives the layer widths);
 * ``resnet56``: the CIFAR ResNet-56 of He et al. (2016), :class:`CifarResNet` with projection shortcuts
@@ -20,14 +20,20 @@ checkpoints (see :mod:`constrained_fairness.models.published`) are loaded afterw
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from ..errors import ConfigError
+from ..registry import MODELS
 from .mlp import MLP
+
+if TYPE_CHECKING:
+    from ..config import ModelConfig
+
 from .resnet_cifar import CifarResNet, PadShortcut, check_classes_and_width, resnet56
 
-MODELS = ("mlp", "resnet56", "resnet56_option_a", "mobilenet_v2", "resnet18", "resnet34")
+BUILTIN_MODELS = ("mlp", "resnet56", "resnet56_option_a", "mobilenet_v2", "resnet18", "resnet34")
 
 
 def build_model(
@@ -39,14 +45,14 @@ def build_model(
     width: float = 1.0,
     pretrained: bool = False,
 ) -> nn.Module:
-    """Build a randomly initialised model by name (one of :data:`MODELS`).
+    """Build a randomly initialised model by name (one of :data:`BUILTIN_MODELS`).
 
     ``width`` scales the channels of ``resnet56``, ``resnet56_option_a`` and ``mobilenet_v2``; it must
     be 1.0 for the other models. ``pretrained=True`` is refused: load a dense checkpoint (ours or a
     published one) via ``model.checkpoint``.
     """
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    if name not in BUILTIN_MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(BUILTIN_MODELS)}")
     if pretrained:
         raise ConfigError(
             f"pretrained=True is not supported for model {name!r} (weights are never downloaded); "
@@ -77,7 +83,20 @@ def build_model(
         return tv.resnet18(weights=None, num_classes=num_classes)
     if name == "resnet34":
         return tv.resnet34(weights=None, num_classes=num_classes)
-    raise AssertionError(f"model {name!r} is listed in MODELS but build_model does not build it")
+    raise AssertionError(f"model {name!r} is listed in BUILTIN_MODELS but build_model does not build it")
 
 
-__all__ = ["MLP", "MODELS", "CifarResNet", "PadShortcut", "build_model", "resnet56"]
+def _register_builtin(name: str) -> None:
+    def factory(model: ModelConfig, *, num_classes: int, input_shape: tuple[int, ...] | None) -> nn.Module:
+        input_dim = input_shape[0] if name == "mlp" and input_shape else None
+        return build_model(name, input_dim, num_classes, model.hidden, width=model.width)
+
+    factory.builtin = True  # builds from the config alone: the run reads no item for input_shape
+    MODELS.register(name)(factory)
+
+
+for _name in BUILTIN_MODELS:
+    _register_builtin(_name)
+
+
+__all__ = ["BUILTIN_MODELS", "MLP", "MODELS", "CifarResNet", "PadShortcut", "build_model", "resnet56"]

@@ -71,7 +71,7 @@ class PublishedLayout:
     name: ClassVar[str]
     """The name :func:`adapt_state_dict` returns, e.g. ``"torchvision_mobilenet_v2"``."""
     models: ClassVar[tuple[str, ...]]
-    """Our model names (:data:`constrained_fairness.models.MODELS`) the file loads into."""
+    """Our model names (:data:`constrained_fairness.models.BUILTIN_MODELS`) the file loads into."""
     summary: ClassVar[str]
     """What the file is, for messages."""
     hint: ClassVar[str]
