@@ -13,9 +13,9 @@ from constrained_fairness.config import read_yaml
 from constrained_fairness.errors import ConfigError
 from constrained_fairness.experiment.sweep import build_runs, expand
 
-from .helpers import tiny_config
+from ..helpers import tiny_config
 
-SWEEPS = sorted((Path(__file__).resolve().parent.parent / "configs" / "sweeps").glob("*.yaml"))
+SWEEPS = sorted((Path(__file__).resolve().parents[2] / "configs" / "sweeps").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)

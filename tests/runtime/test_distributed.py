@@ -93,7 +93,7 @@ def test_torchrun_two_cpu_processes_match_one_process(tmp_path):
     import subprocess
     import sys
 
-    from .helpers import tiny_config
+    from ..helpers import tiny_config
 
     config = tiny_config(tmp_path, methods="[nft, ceag]")
     single, ddp = tmp_path / "single", tmp_path / "ddp"

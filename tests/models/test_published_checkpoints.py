@@ -31,7 +31,7 @@ from constrained_fairness.errors import CheckpointError
 from constrained_fairness.models import build_model
 from constrained_fairness.training.checkpoint import load_model_weights
 
-from .image_fixtures import make_cifar100, make_fairface, make_utkface
+from ..image_fixtures import make_cifar100, make_fairface, make_utkface
 
 CHENYAOFO_FILE = "cifar100_resnet56-f2eff4c8.pt"
 FAIRFACE_FILE = "res34_fair_align_multi_7_20190809.pt"
@@ -402,7 +402,7 @@ def test_utkface_mobilenet_v2_loads_into_mobilenet_v2(tmp_path, num_classes):
 # evaluates it; here that dense.pt must give the reference network's logits, and the accuracy and loss in
 # metrics.json must be those of the reference network on the fixture's splits, each image put through
 # the paper's eval transform (rebuilt here from torchvision, not taken from the library's loaders).
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CIFAR100_MEAN, CIFAR100_STD = [0.507, 0.4865, 0.4409], [0.2673, 0.2564, 0.2761]
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 CPU_RUN = [

@@ -12,7 +12,7 @@ from constrained_fairness.baselines import apply_thresholds, fit_thresholds, kam
 from constrained_fairness.cli import main
 from constrained_fairness.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_kamiran_calders_weights_by_hand():
@@ -86,7 +86,7 @@ def test_adult_baselines_run_from_the_config_and_thresholds_cut_the_dp_differenc
 
 
 def test_thresholds_on_a_multiclass_target_is_refused_before_any_training(tmp_path, capsys):
-    from .helpers import tiny_config
+    from ..helpers import tiny_config
 
     args = ["data.target=job", "data.positive_value=null", "data.categorical=[color, sex, label]"]
     args += ["methods=[nft, thresholds]"]

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from .helpers import load_script
+from ..helpers import load_script
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def load(name: str):

@@ -23,7 +23,7 @@ from constrained_fairness.constraints.base import BatchOutputs
 from constrained_fairness.errors import CheckpointError, ConfigError, DataError
 from constrained_fairness.fair_api import EarlyStopping, MeanPredictionGap, attribute_gaps
 
-from .helpers import tensorboard_scalars
+from ..helpers import tensorboard_scalars
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*training rows cannot fill")
 

@@ -11,7 +11,7 @@ import pytest
 
 from constrained_fairness.cli import main
 
-from .helpers import tiny_config, write_synthetic_csv
+from ..helpers import tiny_config, write_synthetic_csv
 from .test_report import LEAK_NOTE
 
 VOID = {"meta", "img", "br", "hr", "link", "input"}

@@ -31,9 +31,9 @@ from constrained_fairness.problem import FairnessProblem
 from constrained_fairness.sparsity import MagnitudePruner, branch_epoch, prunable_layers, sparsity_schedule
 from constrained_fairness.training.optimizers import build_cooper_optimizer, build_primal_optimizer
 
-from .image_fixtures import make_cifar100, make_fairface, make_utkface
+from ..image_fixtures import make_cifar100, make_fairface, make_utkface
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 CIFAR_REF = ([0.507, 0.4865, 0.4409], [0.2673, 0.2564, 0.2761])
 # the three files of the public UTKFace release with a missing label, which the reference removes

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import cfair, tiny_config, write_synthetic_csv
-from .image_fixtures import make_cifar100, make_utkface
+from ..helpers import cfair, tiny_config, write_synthetic_csv
+from ..image_fixtures import make_cifar100, make_utkface
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEST_NAME = "test_bad_input_exits_2_with_one_line"
 # The smallest protocol: one epoch per stage, one method.
 FAST = [

@@ -8,7 +8,7 @@ import pytest
 
 from constrained_fairness.cli import main
 
-from .helpers import cfair, tensorboard_scalars, tiny_config, wandb_history, write_synthetic_csv
+from ..helpers import cfair, tensorboard_scalars, tiny_config, wandb_history, write_synthetic_csv
 
 SPLITS = ("train", "val", "test")
 

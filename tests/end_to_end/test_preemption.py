@@ -17,7 +17,7 @@ import torch
 
 from constrained_fairness.training import load_checkpoint
 
-from .helpers import tensorboard_scalars
+from ..helpers import tensorboard_scalars
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ import pytest
 from constrained_fairness.cli import main
 from constrained_fairness.config import load_config
 
-from .image_fixtures import make_cifar100, make_fairface, make_utkface
+from ..image_fixtures import make_cifar100, make_fairface, make_utkface
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 STAGES = ("dense", "nft", "nft_es", "el", "el_rb", "ceag")
 TINY = [
     "data.image_size=16",
