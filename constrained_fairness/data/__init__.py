@@ -6,8 +6,9 @@ from __future__ import annotations
 from constrained_fairness.data.adult import load_adult
 from constrained_fairness.data.cifar100 import load_cifar100
 from constrained_fairness.data.fairface import load_fairface
-from constrained_fairness.data.images import ImageData, LabeledImages, image_transforms
+from constrained_fairness.data.images import ImageData, LabeledImages
 from constrained_fairness.data.tabular import TabularData, TabularSplit, from_records, load_csv
+from constrained_fairness.data.transforms import image_transforms
 from constrained_fairness.data.utkface import load_utkface
 
 __all__ = [

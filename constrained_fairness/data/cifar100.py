@@ -25,11 +25,11 @@ from constrained_fairness.data.images import (
     ImageData,
     LabeledImages,
     PathLike,
-    dataset_transforms,
     decode_cifar_rows,
     resolve_data_root,
-    split_indices,
 )
+from constrained_fairness.data.splits import split_indices
+from constrained_fairness.data.transforms import dataset_transforms
 from constrained_fairness.errors import DataError
 
 __all__ = ["load_cifar100", "read_cifar_pickle"]
@@ -167,7 +167,7 @@ def load_cifar100(
         val_fraction: fraction of the ``train`` pickle held out for validation (0: none, the paper code's
             choice); ``test`` is the test split.
         transforms: ``"augmented"`` (random crops and flips) or ``"reference"`` (the paper code's: no
-            augmentation; see :func:`~constrained_fairness.data.images.reference_transforms`).
+            augmentation; see :func:`~constrained_fairness.data.transforms.reference_transforms`).
 
     Targets are the fine labels; the one protected attribute ``"class"`` has the same codes, with
     ``attribute_values[0] == class_names == meta['fine_label_names']``. All images are held in memory as

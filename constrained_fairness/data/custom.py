@@ -1,7 +1,7 @@
 """A data set of one's own: one ``torch.utils.data.Dataset`` whose item ``i`` is
 ``(input, target, attributes)``, split into train / val / test for the protocol.
 
-The split is :func:`~constrained_fairness.data.images.split_indices` (seeded, the same rule as
+The split is :func:`~constrained_fairness.data.splits.split_indices` (seeded, the same rule as
 the built-in image sets). Names come from the dataset where it has them (``class_names``,
 ``attribute_names``, ``attribute_values``), else from the arguments, else from the codes:
 classes ``"0" … "C−1"`` and attribute values ``"0" … "V−1"``.
@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import DataError
-from .images import ImageData, dataset_labels, split_indices
+from .images import ImageData, dataset_labels
+from .splits import split_indices
 
 
 def from_dataset(

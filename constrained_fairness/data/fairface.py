@@ -23,10 +23,10 @@ from constrained_fairness.data.images import (
     LabeledImages,
     PathLike,
     check_names,
-    dataset_transforms,
     resolve_data_root,
-    split_indices,
 )
+from constrained_fairness.data.splits import split_indices
+from constrained_fairness.data.transforms import dataset_transforms
 from constrained_fairness.errors import DataError
 
 __all__ = ["FAIRFACE_GENDERS", "FAIRFACE_RACES", "load_fairface"]
@@ -141,11 +141,11 @@ def load_fairface(
         seed: seed of the train / val permutation.
         val_fraction: fraction of the rows of ``fairface_label_train.csv`` held out for validation (0:
             none, the paper code's choice).
-        transforms: ``"augmented"`` (:func:`~constrained_fairness.data.images.image_transforms`) or
-            ``"reference"`` (:func:`~constrained_fairness.data.images.reference_transforms`).
+        transforms: ``"augmented"`` (:func:`~constrained_fairness.data.transforms.image_transforms`) or
+            ``"reference"`` (:func:`~constrained_fairness.data.transforms.reference_transforms`).
 
     Rows of ``fairface_label_train.csv`` form train and val (seeded, see
-    :func:`~constrained_fairness.data.images.split_indices`); rows of ``fairface_label_val.csv`` form the
+    :func:`~constrained_fairness.data.splits.split_indices`); rows of ``fairface_label_val.csv`` form the
     test split. Every listed image must exist (checked at load time); images are decoded per item.
 
     Raises:

@@ -1,9 +1,9 @@
-"""Common pieces of the image data sets (UTKFace, FairFace, CIFAR-100): container, dataset, transforms.
+"""Common pieces of the image data sets (UTKFace, FairFace, CIFAR-100): the container and the dataset.
 
 Every image loader returns an :class:`ImageData`: three ``torch.utils.data.Dataset`` splits whose item ``i``
 is ``(image, target, attributes)``:
 
-- ``image``: float32 tensor ``(3, H, W)``, the output of :func:`image_transforms` (or, with
+- ``image``: float32 tensor ``(3, H, W)``, the output of :func:`.transforms.image_transforms` (or, with
   ``transform=None``, the raw uint8 tensor ``(3, H, W)``);
 - ``target``: the class index, a Python ``int`` in ``[0, num_classes)``;
 - ``attributes``: int64 tensor ``(A,)``; entry ``a`` is the code of protected attribute ``a``, an index into
@@ -12,9 +12,9 @@ is ``(image, target, attributes)``:
 The splits are :class:`LabeledImages`, which keep every label in memory, so :meth:`ImageData.labels` returns
 the labels of a split without decoding a single image. Images on disk are decoded lazily, one per item; a
 file that cannot be decoded raises :class:`~constrained_fairness.errors.DataError` naming the file when its
-item is loaded.
+item is loaded. Transforms live in :mod:`.transforms`, the split rules in :mod:`.splits`.
 
-Splits are drawn with :func:`split_indices` (``numpy.random.default_rng(seed).permutation``); each split keeps
+Splits are drawn with :func:`.splits.split_indices` (``default_rng(seed).permutation``); each split keeps
 the original (sorted) order of its items.
 
 The data root of a loader is its ``root`` argument or, when that is ``None``, the folder named after the
@@ -33,44 +33,23 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from constrained_fairness.data.splits import SPLITS, check_fraction, held_out_count
+from constrained_fairness.data.splits import SPLITS
 from constrained_fairness.errors import DataError
 
 __all__ = [
-    "CIFAR100_MEAN",
-    "CIFAR100_STD",
     "DATA_ROOT_ENV",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "ImageData",
     "LabeledImages",
     "check_names",
-    "dataset_transforms",
     "decode_cifar_rows",
     "decode_image_file",
-    "image_transforms",
-    "reference_split_indices",
-    "reference_transforms",
     "resolve_data_root",
-    "split_indices",
 ]
 
 PathLike = str | os.PathLike
 
 DATA_ROOT_ENV = "CFAIR_DATA_ROOT"
 """Environment variable holding the folder that contains the data set folders (``UTKFace``, ...)."""
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-"""Per-channel (RGB) mean of ImageNet, used for the face data sets (models start from ImageNet weights)."""
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-"""Per-channel (RGB) standard deviation of ImageNet."""
-CIFAR100_MEAN: tuple[float, float, float] = (0.5071, 0.4865, 0.4409)
-"""Per-channel (RGB) mean of the CIFAR-100 training images."""
-CIFAR100_STD: tuple[float, float, float] = (0.2673, 0.2564, 0.2762)
-"""Per-channel (RGB) standard deviation of the CIFAR-100 training images."""
-
-_FACE_DATASETS = ("utkface", "fairface")
-_DATASETS = (*_FACE_DATASETS, "cifar100")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -258,124 +237,6 @@ class LabeledImages(torch.utils.data.Dataset):
 # Transforms.
 
 
-def _check_image_size(image_size: int) -> int:
-    """``image_size`` as a positive int, else DataError."""
-    if isinstance(image_size, bool) or not isinstance(image_size, int | np.integer) or image_size < 1:
-        raise DataError(f"image_size={image_size!r} must be a positive integer; use e.g. image_size=224")
-    return int(image_size)
-
-
-def image_transforms(dataset: str, image_size: int, train: bool) -> Any:
-    """The ``torchvision.transforms.v2`` pipeline for a data set; input a uint8 ``(3, H, W)`` tensor or PIL.
-
-    The output is a float32 ``(3, image_size, image_size)`` tensor.
-
-    - ``"utkface"`` / ``"fairface"`` (faces, models pretrained on ImageNet):
-      train = ``Resize((s, s))``, ``RandomHorizontalFlip()``, to float in ``[0, 1]``,
-      ``Normalize(IMAGENET_MEAN, IMAGENET_STD)``; eval = the same without the flip. Faces are aligned
-      crops, so no random crop is used: a horizontal flip is the only augmentation that keeps the face
-      attributes intact.
-    - ``"cifar100"``: train = ``Resize((s, s))`` (only if ``s != 32``), ``RandomCrop(s, padding=p)`` with
-      ``p = round(4 * s / 32)`` (the standard 4 pixels at 32x32, scaled with the image),
-      ``RandomHorizontalFlip()``, to float, ``Normalize(CIFAR100_MEAN, CIFAR100_STD)``; eval = the resize
-      (only if ``s != 32``), to float and the normalization. Random crops and flips are the standard CIFAR
-      augmentation; the mean / std are those of the CIFAR-100 training images.
-
-    Args:
-        dataset: ``"utkface"``, ``"fairface"`` or ``"cifar100"`` (case-insensitive).
-        image_size: side ``s`` of the square output image.
-        train: whether to return the augmenting train pipeline (else the deterministic eval pipeline).
-    """
-    from torchvision.transforms import v2
-
-    name = str(dataset).lower()
-    if name not in _DATASETS:
-        raise DataError(
-            f"no image transforms for data set {dataset!r}; choose one of: {', '.join(_DATASETS)}"
-        )
-    size = _check_image_size(image_size)
-    steps: list[Any] = [v2.ToImage()]
-    if name in _FACE_DATASETS:
-        steps.append(v2.Resize((size, size), antialias=True))
-        if train:
-            steps.append(v2.RandomHorizontalFlip())
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-    else:
-        if size != 32:
-            steps.append(v2.Resize((size, size), antialias=True))
-        if train:
-            steps.append(v2.RandomCrop(size, padding=max(1, round(4 * size / 32))))
-            steps.append(v2.RandomHorizontalFlip())
-        mean, std = CIFAR100_MEAN, CIFAR100_STD
-    steps.append(v2.ToDtype(torch.float32, scale=True))
-    steps.append(v2.Normalize(list(mean), list(std)))
-    return v2.Compose(steps)
-
-
-REFERENCE_CIFAR100_MEAN: tuple[float, float, float] = (0.507, 0.4865, 0.4409)
-"""CIFAR-100 channel means as written in the paper code (``src/datasets/datasets.py``)."""
-REFERENCE_CIFAR100_STD: tuple[float, float, float] = (0.2673, 0.2564, 0.2761)
-"""CIFAR-100 channel standard deviations as written in the paper code."""
-
-
-class ReferenceTransform:
-    """The paper code's torchvision (v1) pipeline, applied to a PIL image as the reference does.
-
-    ``steps`` is the ``torchvision.transforms.Compose`` itself; a uint8 ``(3, H, W)`` tensor (what
-    :class:`LabeledImages` decodes) is first turned into the PIL image it came from, losslessly.
-    """
-
-    def __init__(self, steps: Any) -> None:
-        self.steps = steps
-
-    def __call__(self, image: Any) -> torch.Tensor:
-        if isinstance(image, torch.Tensor):
-            image = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
-        return self.steps(image)
-
-    def __repr__(self) -> str:
-        return f"ReferenceTransform({self.steps!r})"
-
-
-def reference_transforms(dataset: str, image_size: int, train: bool) -> ReferenceTransform:
-    """The transforms of ``merajhashemi/balancing-act`` (``src/datasets/datasets.py``), step by step.
-
-    - ``"utkface"``: train ``ToTensor, RandomHorizontalFlip, Normalize(ImageNet)`` at the native size
-      (``image_size`` is not used: the reference does not resize); eval without the flip;
-    - ``"fairface"``: ``Resize(image_size)`` (an int: the shorter side, aspect kept; the paper uses 224),
-      then the same steps;
-    - ``"cifar100"``: ``ToTensor, Normalize(REFERENCE_CIFAR100_MEAN, REFERENCE_CIFAR100_STD)`` for train
-      and eval alike: no augmentation at all, and no resize.
-    """
-    from torchvision import transforms as v1
-
-    name = str(dataset).lower()
-    if name not in _DATASETS:
-        raise DataError(
-            f"no image transforms for data set {dataset!r}; choose one of: {', '.join(_DATASETS)}"
-        )
-    steps: list[Any] = []
-    if name == "fairface":
-        steps.append(v1.Resize(_check_image_size(image_size)))
-    steps.append(v1.ToTensor())
-    if name in _FACE_DATASETS:
-        if train:
-            steps.append(v1.RandomHorizontalFlip())
-        steps.append(v1.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD)))
-    else:
-        steps.append(v1.Normalize(list(REFERENCE_CIFAR100_MEAN), list(REFERENCE_CIFAR100_STD)))
-    return ReferenceTransform(v1.Compose(steps))
-
-
-def dataset_transforms(dataset: str, image_size: int, train: bool, style: str = "augmented") -> Any:
-    """:func:`image_transforms` (``style="augmented"``) or :func:`reference_transforms` (``"reference"``)."""
-    if style == "reference":
-        return reference_transforms(dataset, image_size, train)
-    if style != "augmented":
-        raise DataError(f"transforms must be 'augmented' or 'reference', got {style!r}")
-    return image_transforms(dataset, image_size, train)
-
-
 # --------------------------------------------------------------------------------------------------------
 # Data roots and splits.
 
@@ -407,66 +268,6 @@ def resolve_data_root(root: PathLike | None, folder: str, dataset: str) -> Path:
             f"folder holding the {dataset} files"
         )
     return path
-
-
-def split_indices(
-    n: int, *, seed: int, val_fraction: float, test_fraction: float | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded train / val / test indices into ``range(n)``, each sorted ascending.
-
-    With ``perm = numpy.random.default_rng(seed).permutation(n)``: if ``test_fraction`` is given, test is
-    the first ``round(test_fraction * n)`` entries of ``perm``; val is the first ``round(val_fraction * m)``
-    of the ``m`` remaining entries and train the rest. Without ``test_fraction`` (a data set with its own
-    test files) test is empty. Held-out sizes are rounded half up with at least one item;
-    ``val_fraction = 0`` gives an empty val split (train on all the non-test items).
-    """
-    try:
-        rng = np.random.default_rng(seed)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"seed={seed!r} is not a valid random seed; use a non-negative integer") from exc
-    perm = rng.permutation(n)
-    test = np.zeros(0, dtype=np.int64)
-    if test_fraction is not None:
-        n_test = held_out_count(check_fraction("test_fraction", test_fraction), n)
-        test, perm = perm[:n_test], perm[n_test:]
-    train, val = _carve_val(perm, val_fraction, n, test_fraction)
-    return train, val, np.sort(test)
-
-
-def reference_split_indices(
-    n: int, *, test_fraction: float = 0.2, val_fraction: float = 0.0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The paper code's UTKFace split, then (optionally) a seeded validation split of its train part.
-
-    ``perm = numpy.random.RandomState(1357).permutation(n)`` over the sorted valid files; test is
-    ``perm[:int(test_fraction * n)]`` (truncated, not rounded) and train the rest, exactly as
-    ``src/datasets/utkface.py`` of ``merajhashemi/balancing-act``. The reference trains on all of it
-    (``val_fraction = 0``); a positive ``val_fraction`` (the honest NFT+ES option) takes val from the
-    front of the rest of that permutation, so test stays the paper's. Each split is sorted ascending.
-    """
-    perm = np.random.RandomState(1357).permutation(n)
-    n_test = int(check_fraction("test_fraction", test_fraction) * n)
-    test, rest = perm[:n_test], perm[n_test:]
-    train, val = _carve_val(rest, val_fraction, n, test_fraction)
-    return train, val, np.sort(test)
-
-
-def _carve_val(
-    perm: np.ndarray, val_fraction: float, n: int, test_fraction: float | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted ``(train, val)`` of the permuted items ``perm``: val is the first ``val_fraction`` share
-    (rounded half up, at least one item), none when ``val_fraction == 0``."""
-    if val_fraction == 0:
-        val, train = perm[:0], perm
-    else:
-        n_val = held_out_count(check_fraction("val_fraction", val_fraction), len(perm))
-        val, train = perm[:n_val], perm[n_val:]
-    if len(train) == 0:
-        raise DataError(
-            f"the train split is empty ({n} items, val_fraction={val_fraction}, "
-            f"test_fraction={test_fraction}); supply more images or lower the fractions"
-        )
-    return np.sort(train), np.sort(val)
 
 
 def check_names(value: str | Sequence[str], allowed: Sequence[str], what: str) -> tuple[str, ...]:

@@ -23,11 +23,10 @@ from constrained_fairness.data.images import (
     LabeledImages,
     PathLike,
     check_names,
-    dataset_transforms,
-    reference_split_indices,
     resolve_data_root,
-    split_indices,
 )
+from constrained_fairness.data.splits import reference_split_indices, split_indices
+from constrained_fairness.data.transforms import dataset_transforms
 from constrained_fairness.errors import DataError
 
 __all__ = ["UTKFACE_GENDERS", "UTKFACE_RACES", "load_utkface", "parse_utkface_name"]
@@ -99,12 +98,12 @@ def load_utkface(
         seed: seed of the split permutation.
         test_fraction: fraction of the valid images in the test split (the paper's 80/20 split).
         val_fraction: fraction of the remaining (non-test) images held out for validation (0: none).
-        transforms: ``"augmented"`` (:func:`~constrained_fairness.data.images.image_transforms`) or
-            ``"reference"`` (:func:`~constrained_fairness.data.images.reference_transforms`).
+        transforms: ``"augmented"`` (:func:`~constrained_fairness.data.transforms.image_transforms`) or
+            ``"reference"`` (:func:`~constrained_fairness.data.transforms.reference_transforms`).
         split: ``"seeded"``: the valid files sorted by name, ``numpy.random.default_rng(seed).permutation``
             over them gives test first, then val out of the rest
-            (:func:`~constrained_fairness.data.images.split_indices`). ``"reference"``: the paper code's rule
-            (:func:`~constrained_fairness.data.images.reference_split_indices`): the sorted ``*.jpg`` files
+            (:func:`~constrained_fairness.data.splits.split_indices`). ``"reference"``: the paper code's rule
+            (:func:`~constrained_fairness.data.splits.reference_split_indices`): the sorted ``*.jpg`` files
             with valid names, ``RandomState(1357).permutation(N)``, the first ``int(test_fraction N)`` are
             test; ``seed`` is not used. (The reference removes its three known malformed files by name; here
             every malformed name is dropped, which is the same set on the public release.)

@@ -28,7 +28,6 @@ import copy
 import json
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,11 +41,11 @@ from ..data import TabularData
 from ..data.images import ImageData
 from ..data.registry import as_run_data, load_data
 from ..data.splits import SPLITS
-from ..errors import ConfigError
 from ..files import atomic_write_json, atomic_write_text
 from ..groups import GroupIndex, Grouping
+from ..models import ModelFactory, model_factory
 from ..problem import FairnessProblem
-from ..registry import METHODS, MODELS
+from ..registry import METHODS
 from ..runtime.device import resolve_device
 from ..runtime.distributed import broadcast_object, init_from_environment, rank, world_size
 from ..runtime.precision import autocast_dtype, grad_scaler
@@ -60,28 +59,13 @@ from ..training.trainer import Trainer
 from .methods import MethodContext, method_name, thresholds_entry, trained_methods
 from .results import MethodResults, achieved_sparsity, nft_es_name
 from .run_dir import check_same_config, prepare_run_dir
+from .validation import check_batch_sizes, check_constraint_attributes, check_methods_fit_data, unique_names
 
 
 @dataclass
 class RunResult:
     run_dir: Path
     metrics: dict[str, Any]
-
-
-ModelFactory = Callable[..., torch.nn.Module]
-
-
-def model_factory(model: torch.nn.Module | ModelFactory | None, name: str) -> ModelFactory:
-    """The factory of a run's models: ``name`` from :data:`~constrained_fairness.registry.MODELS`,
-    or one given in Python (a module is copied afresh for each stage, as given)."""
-    if model is None:
-        return MODELS.resolve(name)
-    if isinstance(model, torch.nn.Module):
-        template = copy.deepcopy(model)
-        return lambda *args, **kwargs: copy.deepcopy(template)
-    if callable(model):
-        return model
-    raise ConfigError(f"model must be an nn.Module or a factory function, got {type(model).__name__}")
 
 
 class Experiment:
@@ -100,14 +84,7 @@ class Experiment:
         torch.manual_seed(cfg.seed)
         self.device = init_from_environment(cfg.device) or resolve_device(cfg.device)
         self.rank, self.world = rank(), world_size()
-        for key, size in (
-            ("dense.batch_size", cfg.dense.batch_size),
-            ("finetune.batch_size", cfg.finetune.batch_size),
-        ):
-            if size % self.world:
-                raise ConfigError(
-                    f"{key} = {size} is the global batch; make it a multiple of the {self.world} ranks"
-                )
+        check_batch_sizes(cfg, self.world)
         if data is None:
             self.data = load_data(cfg)
         else:
@@ -118,33 +95,20 @@ class Experiment:
         self.attributes = GroupIndex.from_lists(self.data.attribute_names, self.data.attribute_values)
         self.grouping = Grouping.create(self.attributes, cfg.data.protected, "intersectional")
         self.group_names = self.grouping.names
-        for i, spec in enumerate(cfg.constraints):
-            missing = [a for a in spec.attributes or [] if a not in cfg.data.protected]
-            if missing:
-                raise ConfigError(
-                    f"constraints[{i}] names attribute {missing[0]!r}, which is not in data.protected "
-                    f"{cfg.data.protected}; add it there (protected attributes are loaded as groups)"
-                )
+        check_constraint_attributes(cfg)
         self.constraint_groupings = [
             Grouping.create(self.attributes, spec.attributes or cfg.data.protected, spec.mode)
             for spec in cfg.constraints
         ]
-        self.constraint_names = _unique_names([spec.name or spec.type for spec in cfg.constraints])
+        self.constraint_names = unique_names([spec.name or spec.type for spec in cfg.constraints])
         for spec in cfg.constraints:
             check_constraint_spec(spec, self.data.num_classes)
-        if "thresholds" in cfg.methods and self.data.num_classes != 2:  # before any training
-            raise ConfigError(
-                f"method thresholds needs a binary target; the data has {self.data.num_classes} classes"
-            )
         self.history: list[dict[str, Any]] = []
         # without a validation split (data.val_fraction: 0) a run evaluates train and test only
         has_val = len(self.data.val) > 0 if not isinstance(self.data, TabularData) else True
+        check_methods_fit_data(cfg, self.data.num_classes, has_val)  # before any training
         self.split_names = SPLITS if has_val else ("train", "test")
         self.select_on = "val" if has_val else "test"  # NFT+ES picks its epoch on this split
-        if not has_val and "thresholds" in cfg.methods:
-            raise ConfigError(
-                "method thresholds fits its thresholds on the validation split; set data.val_fraction > 0"
-            )
         if isinstance(self.data, TabularData):
             self.splits = {s: _split_tensors(getattr(self.data, s)) for s in self.split_names}
         else:  # evaluate the training images without augmentation; train on them with it
@@ -476,18 +440,6 @@ class Experiment:
 
 def _split_tensors(split: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return split.features, split.targets, split.attributes
-
-
-def _unique_names(names: list[str]) -> list[str]:
-    """``["dp", "dp"]`` → ``["dp", "dp_2"]``."""
-    out: list[str] = []
-    for name in names:
-        candidate, n = name, 1
-        while candidate in out:
-            n += 1
-            candidate = f"{name}_{n}"
-        out.append(candidate)
-    return out
 
 
 def run_experiment(

@@ -19,9 +19,11 @@ checkpoints (see :mod:`constrained_fairness.models.published`) are loaded afterw
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -99,4 +101,30 @@ for _name in BUILTIN_MODELS:
     _register_builtin(_name)
 
 
-__all__ = ["BUILTIN_MODELS", "MLP", "MODELS", "CifarResNet", "PadShortcut", "build_model", "resnet56"]
+ModelFactory = Callable[..., torch.nn.Module]
+
+
+def model_factory(model: torch.nn.Module | ModelFactory | None, name: str) -> ModelFactory:
+    """The factory of a run's models: ``name`` from :data:`~constrained_fairness.registry.MODELS`,
+    or one given in Python (a module is copied afresh for each stage, as given)."""
+    if model is None:
+        return MODELS.resolve(name)
+    if isinstance(model, torch.nn.Module):
+        template = copy.deepcopy(model)
+        return lambda *args, **kwargs: copy.deepcopy(template)
+    if callable(model):
+        return model
+    raise ConfigError(f"model must be an nn.Module or a factory function, got {type(model).__name__}")
+
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "MLP",
+    "MODELS",
+    "CifarResNet",
+    "ModelFactory",
+    "PadShortcut",
+    "build_model",
+    "model_factory",
+    "resnet56",
+]
