@@ -29,13 +29,23 @@ class NonFiniteBatch(Exception):
         self.what, self.fatal = what, fatal
 
 
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, BatchOutputs]]
+"""``(outputs, targets, attributes)`` → ``(loss, what the constraints see)``: a loss other than
+the default cross-entropy, e.g. a ``FairTrainer``'s criterion on a score model's outputs."""
+
+
 class FairnessProblem(cooper.ConstrainedMinimizationProblem):
-    """Cross-entropy with the given constraints; with none, plain (naive) fine-tuning."""
+    """Cross-entropy (or ``objective``) with the given constraints; with none, plain (naive)
+    fine-tuning."""
 
     def __init__(
-        self, constraints: Sequence[GroupConstraint] = (), names: Sequence[str] | None = None
+        self,
+        constraints: Sequence[GroupConstraint] = (),
+        names: Sequence[str] | None = None,
+        objective: Objective | None = None,
     ) -> None:
         super().__init__()
+        self.objective = objective
         self.autocast_dtype: torch.dtype | None = None  # bf16 autocast of the forward pass
         self.channels_last = False  # NHWC memory format for image inputs
         # per-sample loss weights from (targets, attributes), e.g. the reweighting baseline
@@ -57,15 +67,19 @@ class FairnessProblem(cooper.ConstrainedMinimizationProblem):
         with autocast(inputs.device, self.autocast_dtype):
             logits = model(inputs)
         logits = logits.float()
-        losses = F.cross_entropy(logits, targets, reduction="none")
-        batch = BatchOutputs(logits=logits, targets=targets, attributes=attributes, losses=losses)
+        if self.objective is not None:
+            loss, batch = self.objective(logits, targets, attributes)
+        else:
+            losses = F.cross_entropy(logits, targets, reduction="none")
+            batch = BatchOutputs(logits=logits, targets=targets, attributes=attributes, losses=losses)
         observed = {}
         for constraint in self.constraints():
             state = constraint.compute(batch)
             if state is not None:
                 observed[constraint] = state
-        weights = None if self.sample_weights is None else self.sample_weights(targets, attributes)
-        loss = losses.mean() if weights is None else (losses * weights).mean()
+        if self.objective is None:
+            weights = None if self.sample_weights is None else self.sample_weights(targets, attributes)
+            loss = losses.mean() if weights is None else (losses * weights).mean()
         self._check_finite(loss, observed)
         return cooper.CMPState(loss=loss, observed_constraints=observed, misc={"batch": batch})
 

@@ -27,7 +27,6 @@ from typing import Any
 
 import cooper
 import torch
-from cooper.optim import AlternatingDualPrimalOptimizer
 from torch import nn
 
 from ..config import ConstraintConfig, DualConfig
@@ -35,30 +34,19 @@ from ..constraints.base import BatchOutputs
 from ..constraints.mean_score import MeanPredictionGap, MeanResidual, attribute_gaps
 from ..constraints.registry import BuildContext, build_constraint
 from ..constraints.statistic import GroupStatisticConstraint
-from ..errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from ..errors import CheckpointError, ConfigError, DataError
+from ..problem import FairnessProblem
 from ..runtime.device import resolve_device
+from ..runtime.precision import autocast_dtype, grad_scaler
 from ..training.checkpoint import load_checkpoint, save_atomic
-from ..training.optimizers import build_dual_optimizer, quiet_sparse_checks
+from ..training.optimizers import build_cooper_optimizer, build_dual_optimizer, quiet_sparse_checks
+from ..training.step import NONFINITE_POLICIES, TrainingStep
 from .early_stopping import EarlyStopping
 from .model import SCORE_METRICS, FairModel, _feature_batches
 
 CHECKPOINT_FORMAT = "constrained_fairness.FairTrainer/1"
 HISTORY_KEYS = ("train_loss", "val_loss", "train_fairness_gap", "val_fairness_gap", "learning_rate")
 _LOSS_METRICS = ("equalized_loss", "bounded_group_loss")
-
-
-class _FairProblem(cooper.ConstrainedMinimizationProblem):
-    """The CMP of one batch: the trainer's closure returns the loss and the constraint's batch view."""
-
-    def __init__(self, constraint: GroupStatisticConstraint) -> None:
-        super().__init__()
-        self.fairness = constraint  # Cooper registers a constraint assigned as an attribute
-
-    def compute_cmp_state(self, step: Any) -> cooper.CMPState:
-        loss, batch = step()
-        state = self.fairness.compute(batch)
-        observed = {self.fairness: state} if state is not None else {}
-        return cooper.CMPState(loss=loss, observed_constraints=observed, misc={"batch": batch})
 
 
 class FairTrainer:
@@ -80,6 +68,16 @@ class FairTrainer:
         log_dir: if given, ``history.jsonl`` plus TensorBoard and/or wandb logs go there.
         wandb_mode: ``disabled`` (default), ``offline`` or ``online``.
         tensorboard: write TensorBoard event files to ``log_dir/tensorboard/fair_trainer``.
+        nonfinite: ``stop`` (default: a one-line :class:`TrainingDiverged` before the bad
+            step) or ``skip`` (drop a batch whose loss or constraint is not finite, count it
+            in :attr:`skipped`), as the protocol's ``guards.nonfinite``.
+        precision: ``fp32`` (default), ``bf16`` (autocast forward) or ``fp16`` (autocast
+            with a gradient scaler), as the protocol's ``precision``.
+
+    Every step is the protocol's :class:`~constrained_fairness.training.step.TrainingStep`
+    on a :class:`~constrained_fairness.problem.FairnessProblem` whose objective is
+    ``criterion``, with the optimizers of
+    :func:`~constrained_fairness.training.optimizers.build_cooper_optimizer`.
     """
 
     def __init__(
@@ -98,6 +96,8 @@ class FairTrainer:
         log_dir: str | Path | None = None,
         wandb_mode: str = "disabled",
         tensorboard: bool = False,
+        nonfinite: str = "stop",
+        precision: str = "fp32",
     ) -> None:
         if not isinstance(model, FairModel):
             raise ConfigError(
@@ -122,8 +122,14 @@ class FairTrainer:
         self.last_evaluation: dict[str, Any] = {}
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.wandb_mode, self.tensorboard = wandb_mode, tensorboard
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ConfigError(f"nonfinite must be stop or skip, got {nonfinite!r}")
+        self.nonfinite, self.precision = nonfinite, precision
+        self.autocast_dtype = autocast_dtype(precision)  # checks the name
         self._constraint: GroupStatisticConstraint | None = None
-        self._cooper: AlternatingDualPrimalOptimizer | None = None
+        self._cooper: cooper.optim.CooperOptimizer | None = None
+        self._step: TrainingStep | None = None
+        self._skipped = 0
 
     # -- constraint and optimizers -------------------------------------------------------
     @staticmethod
@@ -151,13 +157,34 @@ class FairTrainer:
             self.model.set_groups(values.long().to(self.device))
         if self._constraint is None:
             self._constraint = self._build_constraint()
+            constrained = [self._constraint] if self.lagrangian else []  # projection: measured only
+            problem = FairnessProblem(constrained, ["fairness"] * len(constrained), objective=self._objective)
+            problem.autocast_dtype = self.autocast_dtype
+            duals = [self.dual_config] * len(constrained)
+            scaler = grad_scaler(self.precision, self.device)
+            self._cooper = build_cooper_optimizer(problem, self.optimizer, duals, scaler)
+            self._step = TrainingStep(
+                self.model,
+                problem,
+                self._cooper,
+                nonfinite=self.nonfinite,
+                where=lambda: f"epoch {self.epoch + 1}",
+                hint="pass nonfinite='skip' to drop such batches",
+                advice="lower the learning rate (or dual_lr), or check the inputs for NaN",
+                kept="",
+            )
+            self._step.skipped = self._skipped
             if self.lagrangian:
-                dual = build_dual_optimizer(list(self._constraint.multiplier.parameters()), self.dual_config)
-                self._cooper = AlternatingDualPrimalOptimizer(
-                    cmp=_FairProblem(self._constraint), primal_optimizers=self.optimizer, dual_optimizers=dual
-                )
                 self._load_multipliers()
         return self._constraint
+
+    @property
+    def skipped(self) -> int:
+        """Batches dropped by ``nonfinite='skip'``."""
+        return self._step.skipped if self._step is not None else self._skipped
+
+    def _dual_optimizer(self) -> torch.optim.Optimizer | None:
+        return self._cooper.dual_optimizers[0] if self.lagrangian and self._cooper is not None else None
 
     def _build_constraint(self) -> GroupStatisticConstraint:
         model, grouping = self.model, self.model.grouping()
@@ -200,10 +227,21 @@ class FairTrainer:
             return y.reshape(outputs.shape).to(outputs.dtype)
         return y.reshape(-1).long()
 
-    def _batch_outputs(self, outputs: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> BatchOutputs:
+    def _attributes(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.group_indices(self.model.protected_codes(x))
+
+    def _objective(
+        self, outputs: torch.Tensor, y: torch.Tensor, attributes: torch.Tensor
+    ) -> tuple[torch.Tensor, BatchOutputs]:
+        """The criterion on the batch, and what the constraint sees (the problem's objective)."""
+        loss = self.criterion(outputs, self._targets(outputs, y))
+        return loss, self._batch_outputs(outputs, y, attributes)
+
+    def _batch_outputs(
+        self, outputs: torch.Tensor, y: torch.Tensor, attributes: torch.Tensor
+    ) -> BatchOutputs:
         """What the constraint sees: scores for score metrics, class logits for the others."""
         model = self.model
-        attributes = model.group_indices(model.protected_codes(x))
         if model.fairness_metric in SCORE_METRICS or not self.lagrangian:
             targets = y.reshape(-1).to(outputs.dtype)
             return BatchOutputs(outputs, targets, attributes, torch.zeros_like(targets))
@@ -235,15 +273,6 @@ class FairTrainer:
             self.criterion.reduction = reduction
         return losses.reshape(len(outputs), -1).mean(dim=1)
 
-    def _loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss = self.criterion(outputs, self._targets(outputs, y))
-        if not bool(torch.isfinite(loss)):
-            raise TrainingDiverged(
-                f"the loss became {float(loss)} in epoch {self.epoch + 1}; lower the learning rate "
-                "(or dual_lr), or check the inputs for NaN"
-            )
-        return loss
-
     def _gaps(self, outputs: BatchOutputs) -> tuple[float, list[float]]:
         gaps = attribute_gaps(self._constraint, outputs).tolist()
         finite = [g for g in gaps if not math.isnan(g)]
@@ -260,24 +289,14 @@ class FairTrainer:
         total, rows, seen = 0.0, 0, []
         for x, y in train_loader:
             x, y = x.to(self.device, torch.float32), y.to(self.device)
-            if self._cooper is not None:
-
-                def step(x: torch.Tensor = x, y: torch.Tensor = y) -> tuple:
-                    outputs = self.model(x)
-                    return self._loss(outputs, y), self._batch_outputs(outputs, y, x)
-
-                rollout = self._cooper.roll(compute_cmp_state_kwargs={"step": step})
-                loss, batch = rollout.loss, rollout.cmp_state.misc["batch"]  # reuse the step's outputs
-                batch = BatchOutputs(
-                    batch.logits.detach(), batch.targets, batch.attributes, batch.losses.detach()
-                )
-            else:
-                self.optimizer.zero_grad()
-                outputs = self.model(x)
-                loss = self._loss(outputs, y)
-                loss.backward()
-                self.optimizer.step()
-                batch = self._batch_outputs(outputs.detach(), y, x)
+            attributes = self._attributes(x)
+            rollout = self._step(model=self.model, inputs=x, targets=y, attributes=attributes)
+            if rollout is None:  # a non-finite batch, skipped
+                continue
+            loss, batch = rollout.loss, rollout.cmp_state.misc["batch"]  # reuse the step's outputs
+            batch = BatchOutputs(
+                batch.logits.detach(), batch.targets, batch.attributes, batch.losses.detach()
+            )
             total += float(loss.detach()) * len(x)
             rows += len(x)
             seen.append(batch)
@@ -301,7 +320,7 @@ class FairTrainer:
             outputs = self.model(x)
             total += float(self.criterion(outputs, self._targets(outputs, y))) * len(x)
             rows += len(x)
-            seen.append(self._batch_outputs(outputs, y, x))
+            seen.append(self._batch_outputs(outputs, y, self._attributes(x)))
             correct += float(self._correct(outputs, y))
         if rows == 0:
             raise DataError("the evaluation loader yields no batch; pass a loader with at least one row")
@@ -383,7 +402,7 @@ class FairTrainer:
                 if self.early_stopping.update(self.epoch, *watched):
                     self.best_state = copy.deepcopy(self.model.state_dict())
                 if logger is not None:
-                    logger.log_record({"step": self.epoch, "method": "fair_trainer", **record})
+                    logger.log_record({"step": self.epoch, "stage": "fair_trainer", **record})
                 if verbose and (self.epoch % log_interval == 0 or self.epoch == 1):
                     print(self._progress_line(record))
                 if self.early_stopping.should_stop:
@@ -446,7 +465,8 @@ class FairTrainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "dual_optimizer": self._cooper.dual_optimizers[0].state_dict() if self._cooper else None,
+            "dual_optimizer": dual.state_dict() if (dual := self._dual_optimizer()) is not None else None,
+            "skipped": self.skipped,
             "early_stopping": self.early_stopping.state_dict(),
             "best_state": self.best_state,
             "history": _plain(self.history) if include_history else None,
@@ -474,11 +494,13 @@ class FairTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-        self._constraint, self._cooper = None, None
+        self._constraint, self._cooper, self._step = None, None, None
+        self._skipped = int(state.get("skipped", 0))
         if self.model.has_groups:
             self._prepare(None)
-            if self._cooper is not None and state["dual_optimizer"] is not None:
-                self._cooper.dual_optimizers[0].load_state_dict(state["dual_optimizer"])
+            dual = self._dual_optimizer()
+            if dual is not None and state["dual_optimizer"] is not None:
+                dual.load_state_dict(state["dual_optimizer"])
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.best_state = state["best_state"]
         self.epoch = int(state["epoch"])

@@ -189,8 +189,8 @@ def multiplier_traces(history: Sequence[Mapping]) -> dict[str, dict[str, Trace]]
     for rec in history:
         if not isinstance(rec, Mapping):
             continue
-        method = str(rec.get("method"))
-        if method == "dense" or rec.get("stage") in _IGNORED_STAGES:
+        method = str(rec.get("stage", rec.get("method")))  # "method": history files before 2026-12-02
+        if method in _IGNORED_STAGES:
             continue
         mults = rec.get("multipliers")
         step = finite_or_none(rec.get("step"))

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import TrainingDiverged
-from ..problem import FairnessProblem, NonFiniteBatch
+from ..problem import FairnessProblem
 from ..runtime.distributed import all_ranks
 from ..sparsity import MagnitudePruner
 from .batches import TensorBatches
@@ -28,6 +28,7 @@ from .checkpoint import Checkpointer
 from .evaluation import SplitEvaluation
 from .loggers import RunLogger
 from .optimizers import quiet_sparse_checks
+from .step import TrainingStep
 
 
 class Trainer:
@@ -76,19 +77,23 @@ class Trainer:
     ) -> None:
         self.name = name
         self.model = model
+        self.training_step = TrainingStep(
+            model,
+            problem,
+            optimizer,
+            nonfinite=nonfinite,
+            pruner=pruner,
+            where=lambda: f"stage {self.name!r}, epoch {self.epoch}, batch {self.batch}",
+        )
         self.net = net if net is not None else model  # what runs the forward pass (a DDP wrapper)
-        self.problem = problem
-        self.optimizer = optimizer
         self.batches = batches
         self.evaluate = evaluate
         self.scheduler = scheduler
-        self.pruner = pruner
         self.sparsity_at = sparsity_at
         self.logger = logger
         self.log_every = log_every
         self.progress = progress
         self.every_steps = every_steps
-        self.nonfinite = nonfinite
         self.multiplier_warning = multiplier_warning
         self.select_on = select_on
         self.device = next(model.parameters()).device
@@ -97,11 +102,48 @@ class Trainer:
         self.batch = 0  # batches of the current epoch already trained (a mid-epoch checkpoint)
         self.partial_loss = torch.zeros((), dtype=torch.float64)  # Σ loss·rows of those batches
         self.partial_rows = 0
-        self.skipped = 0  # batches dropped by the ``skip`` policy
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self.checkpointer: Checkpointer | None = None
         self._warned: set[str] = set()
+
+    # the step's parts, settable (e.g. a test swaps the problem or the policy)
+    @property
+    def problem(self) -> FairnessProblem:
+        return self.training_step.problem
+
+    @problem.setter
+    def problem(self, value: FairnessProblem) -> None:
+        self.training_step.problem = value
+
+    @property
+    def optimizer(self) -> cooper.optim.CooperOptimizer:
+        return self.training_step.optimizer
+
+    @optimizer.setter
+    def optimizer(self, value: cooper.optim.CooperOptimizer) -> None:
+        self.training_step.optimizer = value
+
+    @property
+    def nonfinite(self) -> str:
+        return self.training_step.nonfinite
+
+    @nonfinite.setter
+    def nonfinite(self, value: str) -> None:
+        self.training_step.nonfinite = value
+
+    @property
+    def pruner(self) -> MagnitudePruner | None:
+        return self.training_step.pruner
+
+    @property
+    def skipped(self) -> int:
+        """Batches dropped by the ``skip`` policy."""
+        return self.training_step.skipped
+
+    @skipped.setter
+    def skipped(self, value: int) -> None:
+        self.training_step.skipped = value
 
     @property
     def primal_optimizer(self) -> torch.optim.Optimizer:
@@ -116,18 +158,14 @@ class Trainer:
             inputs, targets, attributes = (
                 t.to(self.device, non_blocking=True) for t in (inputs, targets, attributes)
             )
-            kwargs = {"model": self.net, "inputs": inputs, "targets": targets, "attributes": attributes}
-            # a batch may be skipped: its constraint statistics (replay buffers, counts) must not stay
-            saved = self._constraint_states() if self.nonfinite == "skip" else None
             try:
-                rollout = self.optimizer.roll(compute_cmp_state_kwargs=kwargs)
-            except NonFiniteBatch as exc:  # raised before any parameter or multiplier moved
-                self._non_finite(exc, saved)
-                continue
+                rollout = self.training_step(
+                    model=self.net, inputs=inputs, targets=targets, attributes=attributes
+                )
             finally:
                 self.batch += 1
-            if self.pruner is not None:
-                self.pruner.apply()
+            if rollout is None:  # a non-finite batch, skipped
+                continue
             self.step += 1
             self.partial_loss += rollout.loss.detach().double().cpu() * len(targets)
             self.partial_rows += len(targets)
@@ -146,32 +184,6 @@ class Trainer:
         if self.logger is not None:
             self.logger.flush()
         self.checkpointer.save(self.state_dict(), self.epoch, batch)
-
-    def _constraint_states(self) -> dict[str, dict]:
-        """Each constraint's own state (buffers, counts), copied."""
-        return {name: c.state_dict() for name, c in self.problem.named_constraints()}
-
-    def _non_finite(self, exc: NonFiniteBatch, saved: dict[str, dict] | None) -> None:
-        """Skip the batch (``skip`` policy: the constraint states go back to ``saved``, taken
-        before it), or raise :class:`TrainingDiverged`. Cooper's ``roll`` has zeroed the
-        gradients before the forward pass and taken no step, so nothing else moved."""
-        where = f"stage {self.name!r}, epoch {self.epoch}, batch {self.batch}"
-        what = exc.what
-        weights_ok = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
-        if not weights_ok:
-            what = f"{what} (the model's parameters are no longer finite)"
-        if self.nonfinite == "skip" and not exc.fatal and weights_ok:
-            assert saved is not None
-            for name, constraint in self.problem.named_constraints():
-                constraint.load_state_dict(saved[name])
-            self.skipped += 1
-            return
-        hint = "" if exc.fatal or not weights_ok else ", or set guards.nonfinite: skip"
-        raise TrainingDiverged(
-            f"non-finite {what} in {where}; lower the learning rate or the dual learning rate "
-            f"(e.g. ceag.dual.lr){hint}; the last good checkpoint is kept "
-            "(resume it with --resume auto --force after changing the config)"
-        ) from None
 
     def _warn_large_multipliers(self) -> None:
         for name, constraint in self.problem.named_constraints():
@@ -233,7 +245,7 @@ class Trainer:
 
     def _record(self, lr: float, train_loss: float, evaluation: dict[str, SplitEvaluation]) -> dict[str, Any]:
         record: dict[str, Any] = {
-            "method": self.name,
+            "stage": self.name,
             "epoch": self.epoch,
             "step": self.step,
             "lr": lr,

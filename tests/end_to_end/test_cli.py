@@ -49,8 +49,8 @@ def test_run_writes_the_run_folder(tmp_path):
                 )
     assert len(metrics["methods"]["ceag"]["multipliers"]["ceag"]) == len(metrics["groups"])
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in history if r["method"] == "ceag"] == [1, 2, 3]  # branch at the last GMP epoch
-    assert {r["method"] for r in history} == {"dense", "gmp", "nft", "el", "ceag"}
+    assert [r["epoch"] for r in history if r["stage"] == "ceag"] == [1, 2, 3]  # branch at the last GMP epoch
+    assert {r["stage"] for r in history} == {"dense", "gmp", "nft", "el", "ceag"}
 
 
 def test_wandb_and_tensorboard_show_every_stage_on_its_own_step_axis(tmp_path, monkeypatch):
@@ -67,14 +67,14 @@ def test_wandb_and_tensorboard_show_every_stage_on_its_own_step_axis(tmp_path, m
     wandb.teardown()  # wandb's service process writes the run file; stop it so the file is complete
     rows = wandb_history(run)
     for stage in ("dense", "gmp", "nft", "ceag"):
-        expected = [(r["step"], r["train_loss"]) for r in history if r["method"] == stage]
+        expected = [(r["step"], r["train_loss"]) for r in history if r["stage"] == stage]
         assert expected, stage
         axis, loss = f"{stage}/global_step", f"{stage}/train_loss"
         logged = [(row[axis], row[loss]) for row in rows if loss in row]
         assert logged == [(step, pytest.approx(value)) for step, value in expected], stage
         shown = tensorboard_scalars(run / "tensorboard" / stage)[loss]
         assert shown == [(step, pytest.approx(value)) for step, value in expected], stage
-    nft, ceag = (min(r["step"] for r in history if r["method"] == m) for m in ("nft", "ceag"))
+    nft, ceag = (min(r["step"] for r in history if r["stage"] == m) for m in ("nft", "ceag"))
     assert nft == ceag  # the step axes overlap: one shared axis would have dropped ceag's records
 
 
@@ -153,7 +153,7 @@ def test_protocol_resume_after_a_crash_matches_a_straight_run(tmp_path):
     b = json.loads((crashed / "metrics.json").read_text())["methods"]
     assert a == b
     history = [json.loads(line) for line in (crashed / "history.jsonl").read_text().splitlines()]
-    keys = [(r["method"], r["epoch"]) for r in history]
+    keys = [(r["stage"], r["epoch"]) for r in history]
     assert len(keys) == len(set(keys))  # each epoch exactly once after the resume
 
 

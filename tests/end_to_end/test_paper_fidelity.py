@@ -316,12 +316,12 @@ def test_a_run_in_reference_schedule_records_the_references_sparsity_per_epoch(t
     records = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     # each method's history holds the shared pruning epochs 0..T-1, then its own from T = 4
     for method in ("nft", "ceag"):
-        epochs = [(r["epoch"], r["sparsity"]) for r in records if r["method"] == method]
+        epochs = [(r["epoch"], r["sparsity"]) for r in records if r["stage"] == method]
         assert epochs == [(e, pytest.approx(reference_sparsity(e, 4, 0.9))) for e in range(6)], method
-    assert next(r["sparsity"] for r in records if r["method"] == "nft") == 0.0  # epoch 0 is dense
+    assert next(r["sparsity"] for r in records if r["stage"] == "nft") == 0.0  # epoch 0 is dense
     # the sweeps' selection score is logged per epoch: accuracy - max(0, max EAG - eps)
     for r in records:
-        if r["method"] == "dense":
+        if r["stage"] == "dense":
             continue
         train = r["splits"]["train"]
         expected = train["accuracy"] - max(0.0, train["max_eag"] - 0.01)

@@ -212,7 +212,7 @@ def test_a_large_multiplier_is_reported_once():
 def test_full_disk_is_a_one_line_checkpoint_error_and_keeps_the_old_file(tmp_path, monkeypatch):
     """A full disk while writing (ENOSPC, which torch wraps in a RuntimeError) is a one-line
     CheckpointError naming the file and the fix; the previous checkpoint and no temp file remain."""
-    import constrained_fairness.training.checkpoint as checkpoint
+    import constrained_fairness.files as files
 
     trainer = build("sgd")
     trainer.run(1)
@@ -220,11 +220,11 @@ def test_full_disk_is_a_one_line_checkpoint_error_and_keeps_the_old_file(tmp_pat
     save_atomic(trainer.state_dict(), target)
     before = target.read_bytes()
 
-    def to_full_disk(fd: int, mode: str):
+    def to_full_disk(fd: int, mode: str, encoding: str | None = None):
         os.close(fd)
-        return open("/dev/full", mode)  # every flush fails with ENOSPC, as on a full disk
+        return open("/dev/full", mode, encoding=encoding)  # every flush fails with ENOSPC, as on a full disk
 
-    monkeypatch.setattr(checkpoint.os, "fdopen", to_full_disk)
+    monkeypatch.setattr(files.os, "fdopen", to_full_disk)
     with pytest.raises(CheckpointError) as info:
         save_atomic({"model": {"w": torch.zeros(1 << 20)}}, target)
     message = str(info.value)

@@ -7,6 +7,7 @@ independently of the library's vectorized ``attribute_gaps``.
 from __future__ import annotations
 
 import inspect
+import math
 import subprocess
 import sys
 import warnings
@@ -525,3 +526,61 @@ def test_uncalibrated_small_batches_warn_once():
         model(x)
         model(x)
     assert sum("no inference offsets yet" in str(w.message) for w in caught) == 1
+
+
+class _PoisonedLoader(torch.utils.data.DataLoader):
+    """The batches of ``loader`` with one feature of the first row of batch ``index`` set to
+    NaN (its dataset, which calibration and the group scan read, stays clean)."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, index: int = 1) -> None:
+        super().__init__(loader.dataset, batch_sampler=loader.batch_sampler)
+        self.index = index
+
+    def __iter__(self):
+        for i, (x, y) in enumerate(super().__iter__()):
+            if i == self.index:
+                x = x.clone()
+                x[0, -1] = float("nan")
+            yield x, y
+
+
+def test_fair_trainer_stops_or_skips_a_non_finite_batch_as_the_protocol_does():
+    """The shared training step: ``stop`` raises one line before the bad step, ``skip`` drops
+    the batch, counts it, and leaves parameters and multipliers finite. (With projection
+    enforcement the projection itself refuses NaN predictions, with a one-line DataError.)"""
+    from constrained_fairness.errors import TrainingDiverged
+
+    projecting, train, val, _ = small_setup("projection", nonfinite="skip")
+    with pytest.raises(DataError, match=r"^predictions contain NaN or inf"):
+        projecting.fit(_PoisonedLoader(train, index=0), val, epochs=1, verbose=0)
+    enforcement = "lagrangian"
+    trainer, train, val, _ = small_setup(enforcement)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    with pytest.raises(TrainingDiverged, match=r"^non-finite loss in epoch 1; .*nonfinite='skip'") as caught:
+        trainer.fit(_PoisonedLoader(train, index=0), val, epochs=1, verbose=0)
+    assert "\n" not in str(caught.value)
+    assert all(torch.equal(p, q) for p, q in zip(trainer.model.parameters(), before, strict=True))
+    skipping, train, val, _ = small_setup(enforcement, nonfinite="skip")
+    skipping.fit(_PoisonedLoader(train), val, epochs=2, verbose=0)
+    assert skipping.skipped == 2  # one batch per epoch
+    assert all(bool(torch.isfinite(p).all()) for p in skipping.model.parameters())
+    assert all(math.isfinite(m) for m in skipping.multipliers())
+
+
+def test_fair_trainer_runs_its_forward_pass_in_bf16_with_precision_bf16():
+    trainer, train, _, _ = small_setup(precision="bf16")
+    dtypes: list[torch.dtype] = []
+    first = next(m for m in trainer.model.modules() if isinstance(m, nn.Linear))
+    hook = first.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    loss, _ = trainer.train_epoch(train, calibrate=False)
+    hook.remove()
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # every training forward pass
+    assert math.isfinite(loss)
+    full, train, _, _ = small_setup()
+    dtypes.clear()
+    first = next(m for m in full.model.modules() if isinstance(m, nn.Linear))
+    first.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    full.train_epoch(train, calibrate=False)
+    assert set(dtypes) == {torch.float32}
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, fp16"):
+        small_setup(precision="fp8")
