@@ -27,10 +27,6 @@ if TYPE_CHECKING:
     from ..config import DataConfig, ExperimentConfig
 
 
-def _size(d: DataConfig) -> dict[str, Any]:
-    return {"image_size": d.image_size} if d.image_size is not None else {}
-
-
 @DATASETS.register("adult")
 def _adult(d: DataConfig, seed: int) -> TabularData:
     return load_adult(
@@ -58,37 +54,34 @@ def _csv(d: DataConfig, seed: int) -> TabularData:
     )
 
 
+def _image_options(d: DataConfig, seed: int) -> dict[str, Any]:
+    """The keys every image loader takes."""
+    size = {"image_size": d.image_size} if d.image_size is not None else {}
+    return {"seed": seed, "val_fraction": d.val_fraction, "transforms": d.transforms, **size}
+
+
 @DATASETS.register("utkface")
 def _utkface(d: DataConfig, seed: int) -> ImageData:
     return load_utkface(
         d.root,
         target=d.target or "race",
         protected=list(d.protected),
-        seed=seed,
         test_fraction=d.test_fraction,
-        val_fraction=d.val_fraction,
-        transforms=d.transforms,
         split=d.split,
-        **_size(d),
+        **_image_options(d, seed),
     )
 
 
 @DATASETS.register("fairface")
 def _fairface(d: DataConfig, seed: int) -> ImageData:
     return load_fairface(
-        d.root,
-        target=d.target or "gender",
-        protected=list(d.protected),
-        seed=seed,
-        val_fraction=d.val_fraction,
-        transforms=d.transforms,
-        **_size(d),
+        d.root, target=d.target or "gender", protected=list(d.protected), **_image_options(d, seed)
     )
 
 
 @DATASETS.register("cifar100")
 def _cifar100(d: DataConfig, seed: int) -> ImageData:
-    return load_cifar100(d.root, seed=seed, val_fraction=d.val_fraction, transforms=d.transforms, **_size(d))
+    return load_cifar100(d.root, **_image_options(d, seed))
 
 
 def load_data(cfg: ExperimentConfig) -> TabularData | ImageData:

@@ -31,6 +31,19 @@ from .optimizers import quiet_sparse_checks
 from .step import TrainingStep
 
 
+class _StepPart:
+    """An attribute of the trainer that lives on its :class:`TrainingStep`."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, trainer: Trainer, owner: type | None = None) -> Any:
+        return getattr(trainer.training_step, self.name)
+
+    def __set__(self, trainer: Trainer, value: Any) -> None:
+        setattr(trainer.training_step, self.name, value)
+
+
 class Trainer:
     """Runs epochs ``[epoch, until)`` of one stage.
 
@@ -107,43 +120,12 @@ class Trainer:
         self.checkpointer: Checkpointer | None = None
         self._warned: set[str] = set()
 
-    # the step's parts, settable (e.g. a test swaps the problem or the policy)
-    @property
-    def problem(self) -> FairnessProblem:
-        return self.training_step.problem
-
-    @problem.setter
-    def problem(self, value: FairnessProblem) -> None:
-        self.training_step.problem = value
-
-    @property
-    def optimizer(self) -> cooper.optim.CooperOptimizer:
-        return self.training_step.optimizer
-
-    @optimizer.setter
-    def optimizer(self, value: cooper.optim.CooperOptimizer) -> None:
-        self.training_step.optimizer = value
-
-    @property
-    def nonfinite(self) -> str:
-        return self.training_step.nonfinite
-
-    @nonfinite.setter
-    def nonfinite(self, value: str) -> None:
-        self.training_step.nonfinite = value
-
-    @property
-    def pruner(self) -> MagnitudePruner | None:
-        return self.training_step.pruner
-
-    @property
-    def skipped(self) -> int:
-        """Batches dropped by the ``skip`` policy."""
-        return self.training_step.skipped
-
-    @skipped.setter
-    def skipped(self, value: int) -> None:
-        self.training_step.skipped = value
+    # the step's parts, readable and settable here (e.g. a test swaps the problem or the policy)
+    problem = _StepPart()
+    optimizer = _StepPart()
+    nonfinite = _StepPart()
+    pruner = _StepPart()
+    skipped = _StepPart()  # batches dropped by the ``skip`` policy
 
     @property
     def primal_optimizer(self) -> torch.optim.Optimizer:
