@@ -235,7 +235,7 @@ def unknown_model(ctx: Context) -> list[str]:
     return ctx.tabular("--set", "model.name=transformer")
 
 
-@case(r"data\.name.*'imagenet'")
+@case(r"unknown dataset 'imagenet' in data\.name; choose one of adult")
 def unknown_dataset(ctx: Context) -> list[str]:
     return ctx.tabular("--set", "data.name=imagenet")
 
