@@ -13,7 +13,9 @@
     cfair config [CONFIG] [--set KEY=VALUE ...]
         the resolved config, as YAML
 
-Without CONFIG, ``run`` and ``config`` use the default experiment on the bundled UCI Adult
+A config may name a dataset, model or method of one's own as ``package.module:function``;
+modules in the working folder are found. Without CONFIG, ``run`` and ``config`` use the
+default experiment on the bundled UCI Adult
 data. A user error (bad config, missing file, unusable data) prints one line on stderr and
 exits with code 2, without a traceback.
 """
@@ -21,6 +23,7 @@ exits with code 2, without a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -189,6 +192,10 @@ def _summary(metrics: dict) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # a config may name the user's own functions as package.module:function: find modules in the
+    # working folder, as `python -m` would (the cfair script's own folder is the venv's bin/)
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         if args.command == "run":
             return _run(args)

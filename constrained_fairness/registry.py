@@ -2,8 +2,9 @@
 can name (the constraint types have their own, :mod:`constrained_fairness.constraints.registry`).
 
 A config names an entry by its registered name (``data.name: adult``) or by an import path,
-``package.module:function``, which is imported when the run starts, so a module of one's own
-extends the protocol without a registration step and without editing the library::
+``package.module:function``, which is imported when the run starts (from ``sys.path``; the
+``cfair`` script adds the working folder), so a module of one's own extends the protocol
+without a registration step and without editing the library::
 
     from constrained_fairness.registry import DATASETS
 

@@ -159,3 +159,29 @@ def test_from_dataset_names_and_splits():
     assert named.attribute_names == ["side"] and named.class_names == ["no", "yes"]
     with pytest.raises(DataError, match=r"1 attribute column\(s\) but 2 name\(s\)"):
         from_dataset(Blobs(names=False), attribute_names=["a", "b"])
+
+
+def test_the_cfair_script_finds_a_module_in_the_working_folder(tmp_path):
+    """``cfair run`` from a project folder imports ``data.name: my_data:load`` from there, as
+    ``python -m`` would, though the script itself lives in the venv's bin/."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "my_data.py").write_text(
+        "from tests.test_registry import Blobs\n\ndef load(data, seed):\n    return Blobs(seed=seed)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    script = Path(sys.executable).with_name("cfair")
+    settings = [*TINY, "data.name=my_data:load", "model.name=tests.test_registry:tiny_net", "methods=[nft]"]
+    result = subprocess.run(
+        [str(script), "run", *settings, "--output", str(tmp_path / "run"), "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root), "WANDB_MODE": "disabled"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "run" / "metrics.json").is_file()

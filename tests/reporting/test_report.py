@@ -87,7 +87,6 @@ def make_metrics(methods: tuple[str, ...] = ("nft", "ceag", "el")) -> dict:
 def make_history(with_multipliers: bool = True) -> list[dict]:
     recs: list[dict] = [
         {
-            "method": "dense",
             "stage": "dense",
             "epoch": 0,
             "step": 10,
@@ -97,7 +96,6 @@ def make_history(with_multipliers: bool = True) -> list[dict]:
             "multipliers": {"bogus": [5.0, 5.0, 5.0]},
         },
         {
-            "method": "gmp",
             "stage": "gmp",
             "epoch": 0,
             "step": 20,
@@ -111,8 +109,7 @@ def make_history(with_multipliers: bool = True) -> list[dict]:
         step = 100 * (epoch + 1)
         recs.append(
             {
-                "method": "nft",
-                "stage": "finetune",
+                "stage": "nft",
                 "epoch": epoch,
                 "step": step,
                 "lr": 0.01,
@@ -121,8 +118,7 @@ def make_history(with_multipliers: bool = True) -> list[dict]:
             }
         )
         ceag = {
-            "method": "ceag",
-            "stage": "finetune",
+            "stage": "ceag",
             "epoch": epoch,
             "step": step,
             "lr": 0.01,
@@ -289,6 +285,9 @@ def test_multiplier_traces_ignore_dense_and_gmp() -> None:
     steps, values = traces["ceag"]["ceag"]
     assert steps == [100, 200, 300]
     assert values == MULTIPLIERS
+    # history files written before 2026-12-02 name the stage under "method"
+    old = [{("method" if k == "stage" else k): v for k, v in r.items()} for r in history]
+    assert plots.multiplier_traces(old) == traces
 
 
 def test_many_groups_and_rewrite(tmp_path: Path) -> None:
@@ -306,8 +305,7 @@ def test_many_groups_and_rewrite(tmp_path: Path) -> None:
                 }
     history = [
         {
-            "method": "ceag",
-            "stage": "finetune",
+            "stage": "ceag",
             "epoch": e,
             "step": e * 10,
             "multipliers": {"ceag": [0.01 * e * i for i in range(15)]},
