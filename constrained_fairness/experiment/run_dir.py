@@ -1,5 +1,5 @@
 """The run folder: a new one per run (never overwriting a finished one), or the one to resume,
-checked to hold the same config."""
+checked to hold the same config; and the checkpoints of its stages."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 
 import yaml
 
-from ..config import RESUME_NEUTRAL_KEYS, ExperimentConfig, flatten_config
+from ..config import RESUME_NEUTRAL_KEYS, ExperimentConfig, config_hash, flatten_config
 from ..errors import CheckpointError, ConfigError
+from ..training.checkpoint import Checkpointer
+from ..training.trainer import Trainer
 
 
 def has_checkpoints(run_dir: Path) -> bool:
@@ -77,3 +79,26 @@ def check_same_config(path: Path, cfg: ExperimentConfig, force: bool = False) ->
             )
         warnings.warn(f"resuming with a changed config because of --force: {message}", stacklevel=2)
         return
+
+
+class StageCheckpoints:
+    """Where each stage of a run checkpoints (rank 0 only under DDP), and the state a resumed
+    stage continues from (every rank reads it)."""
+
+    def __init__(self, folder: Path, cfg: ExperimentConfig, rank: int, resume: bool, force: bool) -> None:
+        self.folder, self.rank, self.resume, self.force = folder, rank, resume, force
+        self.keep_last, self.config_hash = cfg.checkpoint.keep_last, config_hash(cfg)
+
+    def of(self, stage: str) -> Checkpointer:
+        return Checkpointer(self.folder, stage, self.keep_last, self.config_hash)
+
+    def save_to(self, stage: str) -> Checkpointer | None:
+        """Where ``stage`` checkpoints: None on the ranks that write nothing."""
+        return self.of(stage) if self.rank == 0 else None
+
+    def resume_into(self, trainer: Trainer, stage: str) -> bool:
+        """Load the newest valid checkpoint of ``stage`` into ``trainer`` when resuming."""
+        state = self.of(stage).load_latest(self.force) if self.resume else None
+        if state is not None:
+            trainer.load_state_dict(state)
+        return state is not None

@@ -25,7 +25,6 @@ a stage continues from its checkpoint (a finished stage is not re-run).
 from __future__ import annotations
 
 import copy
-import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -34,14 +33,14 @@ from typing import Any
 
 import torch
 
-from ..config import ExperimentConfig, config_hash, dump_config
+from ..config import ExperimentConfig, dump_config
 from ..constraints import GroupConstraint, GroupStatisticConstraint
 from ..constraints.registry import BuildContext, build_constraint, check_constraint_spec
 from ..data import TabularData
 from ..data.images import ImageData
 from ..data.registry import as_run_data, load_data
 from ..data.splits import SPLITS
-from ..files import atomic_write_json, atomic_write_text
+from ..files import atomic_write_text
 from ..groups import GroupIndex, Grouping
 from ..models import ModelFactory, model_factory
 from ..problem import FairnessProblem
@@ -51,14 +50,15 @@ from ..runtime.distributed import broadcast_object, init_from_environment, rank,
 from ..runtime.precision import autocast_dtype, grad_scaler
 from ..sparsity import MagnitudePruner, branch_epoch, sparsity_schedule
 from ..training.batches import LoaderBatches, TensorBatches
-from ..training.checkpoint import Checkpointer, load_model_weights, save_atomic
+from ..training.checkpoint import load_model_weights, save_atomic
 from ..training.evaluation import Evaluator
 from ..training.loggers import RunLogger
-from ..training.optimizers import build_cooper_optimizer, build_primal_optimizer
+from ..training.optimizers import build_cooper_optimizer, dense_optimizer, sparse_optimizer
 from ..training.trainer import Trainer
 from .methods import MethodContext, method_name, thresholds_entry, trained_methods
+from .outputs import write_run_files
 from .results import MethodResults, achieved_sparsity, nft_es_name
-from .run_dir import check_same_config, prepare_run_dir
+from .run_dir import StageCheckpoints, check_same_config, prepare_run_dir
 from .validation import check_batch_sizes, check_constraint_attributes, check_methods_fit_data, unique_names
 
 
@@ -172,18 +172,6 @@ class Experiment:
         problem.channels_last = self.channels_last
         return problem
 
-    def _checkpoints(self, stage: str) -> Checkpointer:
-        c = self.cfg.checkpoint
-        return Checkpointer(self.run_dir / "checkpoints", stage, c.keep_last, config_hash(self.cfg))
-
-    def _save_to(self, stage: str) -> Checkpointer | None:
-        """Where a stage checkpoints (rank 0 only under DDP)."""
-        return self._checkpoints(stage) if self.rank == 0 else None
-
-    def _saved_state(self, stage: str) -> dict[str, Any] | None:
-        """The newest valid checkpoint of ``stage`` when resuming (every rank reads it)."""
-        return self._checkpoints(stage).load_latest(self.force) if self.resume else None
-
     def _trainer(
         self,
         name: str,
@@ -218,12 +206,6 @@ class Experiment:
             **kwargs,
         )
 
-    def _resume_into(self, trainer: Trainer, stage: str) -> bool:
-        state = self._saved_state(stage)
-        if state is not None:
-            trainer.load_state_dict(state)
-        return state is not None
-
     # -- stages ------------------------------------------------------------------------
     def dense_model(self) -> torch.nn.Module:
         model = self._new_model()
@@ -240,21 +222,12 @@ class Experiment:
                 save_atomic(source, self.run_dir / "checkpoints" / "dense.pt")
             return model
         d = self.cfg.dense
-        if d.optimizer == "sgd":
-            primal = torch.optim.SGD(
-                model.parameters(), lr=d.lr, momentum=d.momentum, weight_decay=d.weight_decay
-            )
-        else:
-            primal = torch.optim.Adam(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
-        milestones = sorted(max(1, round(frac * d.epochs)) for frac in d.lr_milestones)
-        scheduler = (
-            torch.optim.lr_scheduler.MultiStepLR(primal, milestones, d.lr_gamma) if milestones else None
-        )
+        primal, scheduler = dense_optimizer(model, d)
         trainer = self._trainer(
             "dense", model, self._problem([], []), primal, [], d.batch_size, scheduler=scheduler
         )
-        self._resume_into(trainer, "dense")
-        trainer.run(d.epochs, self._save_to("dense"))
+        self.checkpoints.resume_into(trainer, "dense")
+        trainer.run(d.epochs, self.checkpoints.save_to("dense"))
         self.history += trainer.history
         return model
 
@@ -268,10 +241,7 @@ class Experiment:
     ) -> Trainer:
         """A trainer for the sparse stage (GMP then fine-tuning) of one method."""
         p, f = self.cfg.pruning, self.cfg.finetune
-        total = p.epochs + f.epochs
-        primal = build_primal_optimizer(model, f)
-        milestones = sorted(max(1, round(frac * total)) for frac in f.lr_milestones)  # repeats multiply
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(primal, milestones=milestones, gamma=f.lr_gamma)
+        primal, scheduler = sparse_optimizer(model, f, p.epochs + f.epochs)
         return self._trainer(
             name,
             model,
@@ -295,6 +265,7 @@ class Experiment:
     # -- the whole run -----------------------------------------------------------------
     def run(self, run_dir: Path, resume: bool = False, force: bool = False) -> dict[str, Any]:
         self.run_dir, self.resume, self.force = run_dir, resume, force
+        self.checkpoints = StageCheckpoints(run_dir / "checkpoints", self.cfg, self.rank, resume, force)
         cfg, start = self.cfg, time.perf_counter()
         if resume:
             check_same_config(self.run_dir / "config.yaml", cfg, force)
@@ -314,23 +285,9 @@ class Experiment:
         metrics["world_size"] = self.world
         if self.rank != 0:
             return metrics
-        # metrics.json holds only results, so a resumed run's file is identical to an uninterrupted
-        # one's; the wall time of this invocation goes to timing.json
-        atomic_write_json(self.run_dir / "metrics.json", metrics)
-        metrics = {**metrics, "wall_seconds": time.perf_counter() - start}
-        atomic_write_json(
-            self.run_dir / "timing.json", {"wall_seconds": metrics["wall_seconds"], "resumed": resume}
+        return write_run_files(
+            self.run_dir, metrics, self.history, self.group_names, cfg.to_dict(), resume, start
         )
-        from ..reporting.html import write_html_report
-        from ..reporting.markdown import write_report
-
-        # history.jsonl was streamed during the run; rewrite it from the checkpointed
-        # histories so that a resumed run has each epoch exactly once.
-        lines = "".join(json.dumps(record) + "\n" for record in self.history)
-        atomic_write_text(self.run_dir / "history.jsonl", lines)
-        write_report(self.run_dir, metrics, self.history, self.group_names)
-        write_html_report(self.run_dir, metrics, cfg.to_dict())
-        return metrics
 
     def _run_stages(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -350,21 +307,12 @@ class Experiment:
             s: {"accuracy": st.overall_accuracy, "loss": st.overall_loss} for s, st in dense_stats.items()
         }
         if not cfg.methods:  # a dense-only run: the dense checkpoint is the product
-            return {
-                "splits": list(self.split_names),
-                "dense_checkpoint": {"path": cfg.model.checkpoint, "format": self.dense_layout},
-                "tolerance": cfg.ceag.tolerance,
-                "sparsity": 0.0,
-                "achieved_sparsity": {},
-                "groups": self.group_names,
-                "dense": dense_summary,
-                "methods": {},
-            }
+            return self._run_entry(0.0, {}, dense_summary, {})
 
         branch = branch_epoch(cfg.pruning.schedule, cfg.pruning.epochs, cfg.pruning.mitigate_while_pruning)
         shared = self.sparse_trainer("gmp", dense, [], [], [])
-        self._resume_into(shared, "gmp")
-        shared.run(branch, self._save_to("gmp"))
+        self.checkpoints.resume_into(shared, "gmp")
+        shared.run(branch, self.checkpoints.save_to("gmp"))
         self.history += shared.history
         shared_state = shared.state_dict()
         total = cfg.pruning.epochs + cfg.finetune.epochs
@@ -400,9 +348,9 @@ class Experiment:
             trainer = self.sparse_trainer(method, model, setup.constraints, setup.names, setup.duals)
             if setup.sample_weights is not None:
                 trainer.problem.sample_weights = setup.sample_weights
-            if not self._resume_into(trainer, method):
+            if not self.checkpoints.resume_into(trainer, method):
                 trainer.load_state_dict(shared_state, primal_only=True)
-            trainer.run(total, self._save_to(method))
+            trainer.run(total, self.checkpoints.save_to(method))
             self.history += trainer.history
             final = trainer.epoch - 1
             if entry in cfg.methods or (method == "nft" and "thresholds" in cfg.methods):
@@ -426,15 +374,21 @@ class Experiment:
 
         listed = [nft_es_name(self.select_on) if m == "nft_es" else method_name(m) for m in cfg.methods]
         ordered = {m: methods[m] for m in listed if m in methods}
+        return self._run_entry(cfg.pruning.sparsity, achieved, dense_summary, ordered)
+
+    def _run_entry(
+        self, sparsity: float, achieved: dict[str, Any], dense: dict[str, Any], methods: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The top level of ``metrics.json`` (``world_size`` is added by :meth:`run`)."""
         return {
             "splits": list(self.split_names),
-            "dense_checkpoint": {"path": cfg.model.checkpoint, "format": self.dense_layout},
-            "tolerance": cfg.ceag.tolerance,
-            "sparsity": cfg.pruning.sparsity,
+            "dense_checkpoint": {"path": self.cfg.model.checkpoint, "format": self.dense_layout},
+            "tolerance": self.cfg.ceag.tolerance,
+            "sparsity": sparsity,
             "achieved_sparsity": achieved,
             "groups": self.group_names,
-            "dense": dense_summary,
-            "methods": ordered,
+            "dense": dense,
+            "methods": methods,
         }
 
 

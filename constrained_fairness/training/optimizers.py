@@ -12,7 +12,7 @@ import torch
 from cooper.optim import AlternatingDualPrimalOptimizer, UnconstrainedOptimizer, nuPI
 from cooper.optim.optimizer import RollOut
 
-from ..config import DualConfig, FinetuneConfig
+from ..config import DenseConfig, DualConfig, FinetuneConfig
 from ..errors import ConfigError
 from ..problem import FairnessProblem
 from ..sparsity import prunable_layers
@@ -174,3 +174,31 @@ def build_cooper_optimizer(
     return AlternatingDualPrimalOptimizer(
         cmp=problem, primal_optimizers=primal, dual_optimizers=dual_optimizers
     )
+
+
+Schedule = torch.optim.lr_scheduler.MultiStepLR
+
+
+def dense_optimizer(model: torch.nn.Module, d: DenseConfig) -> tuple[torch.optim.Optimizer, Schedule | None]:
+    """The dense stage's optimizer (Adam, or SGD with momentum) and its step schedule: LR ×
+    ``lr_gamma`` at each milestone fraction of the dense epochs (none: a constant LR)."""
+    if d.optimizer == "sgd":
+        primal: torch.optim.Optimizer = torch.optim.SGD(
+            model.parameters(), lr=d.lr, momentum=d.momentum, weight_decay=d.weight_decay
+        )
+    else:
+        primal = torch.optim.Adam(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
+    milestones = sorted(max(1, round(frac * d.epochs)) for frac in d.lr_milestones)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(primal, milestones, d.lr_gamma) if milestones else None
+    return primal, scheduler
+
+
+def sparse_optimizer(
+    model: torch.nn.Module, f: FinetuneConfig, total_epochs: int
+) -> tuple[torch.optim.SGD, Schedule]:
+    """The sparse stage's SGD (:func:`build_primal_optimizer`) and its schedule: LR ×
+    ``lr_gamma`` at each milestone fraction of the ``total_epochs`` of GMP and fine-tuning
+    (a milestone listed twice multiplies twice)."""
+    primal = build_primal_optimizer(model, f)
+    milestones = sorted(max(1, round(frac * total_epochs)) for frac in f.lr_milestones)
+    return primal, torch.optim.lr_scheduler.MultiStepLR(primal, milestones=milestones, gamma=f.lr_gamma)

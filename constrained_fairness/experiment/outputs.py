@@ -1,0 +1,40 @@
+"""The files a finished run leaves in its folder, each written atomically: ``metrics.json``
+(results only, so a resumed run's file is identical to an uninterrupted one's),
+``timing.json`` (the wall time of this invocation), ``history.jsonl``, ``report.md`` with its
+plots, and ``report.html``."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..files import atomic_write_json, atomic_write_text
+
+
+def write_run_files(
+    run_dir: Path,
+    metrics: dict[str, Any],
+    history: Sequence[Mapping[str, Any]],
+    group_names: Sequence[str],
+    config: Mapping[str, Any],
+    resumed: bool,
+    start: float,
+) -> dict[str, Any]:
+    """Write the run's files; return ``metrics`` plus this invocation's ``wall_seconds``
+    (measured from ``start``, a :func:`time.perf_counter` value)."""
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    metrics = {**metrics, "wall_seconds": time.perf_counter() - start}
+    atomic_write_json(run_dir / "timing.json", {"wall_seconds": metrics["wall_seconds"], "resumed": resumed})
+    from ..reporting.html import write_html_report
+    from ..reporting.markdown import write_report
+
+    # history.jsonl was streamed during the run (for tailing it live); it is rewritten from the
+    # checkpointed histories so that a resumed run has each epoch exactly once
+    lines = "".join(json.dumps(record) + "\n" for record in history)
+    atomic_write_text(run_dir / "history.jsonl", lines)
+    write_report(run_dir, metrics, history, group_names)
+    write_html_report(run_dir, metrics, config)
+    return metrics
