@@ -41,12 +41,12 @@ from ..runtime.precision import autocast_dtype, grad_scaler
 from ..training.checkpoint import load_checkpoint, save_atomic
 from ..training.optimizers import build_cooper_optimizer, build_dual_optimizer, quiet_sparse_checks
 from ..training.step import NONFINITE_POLICIES, TrainingStep
+from .criterion import CriterionView
 from .early_stopping import EarlyStopping
-from .model import SCORE_METRICS, FairModel, _feature_batches
+from .model import FairModel, _feature_batches
 
 CHECKPOINT_FORMAT = "constrained_fairness.FairTrainer/1"
 HISTORY_KEYS = ("train_loss", "val_loss", "train_fairness_gap", "val_fairness_gap", "learning_rate")
-_LOSS_METRICS = ("equalized_loss", "bounded_group_loss")
 
 
 class FairTrainer:
@@ -109,6 +109,7 @@ class FairTrainer:
         self.device = resolve_device(device)
         self.model = model.to(self.device)
         self.criterion = criterion
+        self.criterion_view = CriterionView(model, criterion, lambda: self.lagrangian)
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.dual_config = DualConfig(lr=float(dual_lr), optimizer=dual_optimizer)
@@ -158,7 +159,9 @@ class FairTrainer:
         if self._constraint is None:
             self._constraint = self._build_constraint()
             constrained = [self._constraint] if self.lagrangian else []  # projection: measured only
-            problem = FairnessProblem(constrained, ["fairness"] * len(constrained), objective=self._objective)
+            problem = FairnessProblem(
+                constrained, ["fairness"] * len(constrained), objective=self.criterion_view
+            )
             problem.autocast_dtype = self.autocast_dtype
             duals = [self.dual_config] * len(constrained)
             scaler = grad_scaler(self.precision, self.device)
@@ -222,56 +225,8 @@ class FairTrainer:
         return [] if self._constraint is None else self._constraint.row_names()
 
     # -- batches -----------------------------------------------------------------------------
-    def _targets(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.model.output_dim == 1:
-            return y.reshape(outputs.shape).to(outputs.dtype)
-        return y.reshape(-1).long()
-
     def _attributes(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.group_indices(self.model.protected_codes(x))
-
-    def _objective(
-        self, outputs: torch.Tensor, y: torch.Tensor, attributes: torch.Tensor
-    ) -> tuple[torch.Tensor, BatchOutputs]:
-        """The criterion on the batch, and what the constraint sees (the problem's objective)."""
-        loss = self.criterion(outputs, self._targets(outputs, y))
-        return loss, self._batch_outputs(outputs, y, attributes)
-
-    def _batch_outputs(
-        self, outputs: torch.Tensor, y: torch.Tensor, attributes: torch.Tensor
-    ) -> BatchOutputs:
-        """What the constraint sees: scores for score metrics, class logits for the others."""
-        model = self.model
-        if model.fairness_metric in SCORE_METRICS or not self.lagrangian:
-            targets = y.reshape(-1).to(outputs.dtype)
-            return BatchOutputs(outputs, targets, attributes, torch.zeros_like(targets))
-        if model.output_dim == 1:
-            score = outputs[:, 0]
-            if isinstance(self.criterion, nn.BCELoss):  # probabilities: to log-odds
-                score = torch.logit(score.clamp(1e-6, 1 - 1e-6))
-            logits = torch.stack([torch.zeros_like(score), score], dim=1)
-            targets = y.reshape(-1).round().long()
-        else:
-            logits, targets = outputs, y.reshape(-1).long()
-        if model.fairness_metric in _LOSS_METRICS:
-            losses = self._per_sample_loss(outputs, y)
-        else:
-            losses = torch.zeros(len(targets), device=outputs.device)
-        return BatchOutputs(logits, targets, attributes, losses)
-
-    def _per_sample_loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        reduction = getattr(self.criterion, "reduction", None)
-        if reduction is None:
-            raise ConfigError(
-                f"fairness_metric={self.model.fairness_metric!r} needs per-sample losses, but the criterion "
-                f"{type(self.criterion).__name__} has no 'reduction'; use a torch.nn loss"
-            )
-        self.criterion.reduction = "none"
-        try:
-            losses = self.criterion(outputs, self._targets(outputs, y))
-        finally:
-            self.criterion.reduction = reduction
-        return losses.reshape(len(outputs), -1).mean(dim=1)
 
     def _gaps(self, outputs: BatchOutputs) -> tuple[float, list[float]]:
         gaps = attribute_gaps(self._constraint, outputs).tolist()
@@ -318,10 +273,10 @@ class FairTrainer:
         for x, y in loader:
             x, y = x.to(self.device, torch.float32), y.to(self.device)
             outputs = self.model(x)
-            total += float(self.criterion(outputs, self._targets(outputs, y))) * len(x)
+            total += float(self.criterion_view.loss(outputs, y)) * len(x)
             rows += len(x)
-            seen.append(self._batch_outputs(outputs, y, self._attributes(x)))
-            correct += float(self._correct(outputs, y))
+            seen.append(self.criterion_view.batch_outputs(outputs, y, self._attributes(x)))
+            correct += float(self.criterion_view.correct(outputs, y))
         if rows == 0:
             raise DataError("the evaluation loader yields no batch; pass a loader with at least one row")
         gap, gaps = self._gaps(_concat(seen))
@@ -337,15 +292,6 @@ class FairTrainer:
             result["accuracy"] = correct / rows
         self.last_evaluation = result
         return result
-
-    def _correct(self, outputs: torch.Tensor, y: torch.Tensor) -> float:
-        if self.model.output_dim > 1:
-            return float((outputs.argmax(dim=1) == y.reshape(-1).long()).sum())
-        if isinstance(self.criterion, nn.BCEWithLogitsLoss):
-            return float(((outputs[:, 0] > 0).long() == y.reshape(-1).round().long()).sum())
-        if isinstance(self.criterion, nn.BCELoss):
-            return float(((outputs[:, 0] > 0.5).long() == y.reshape(-1).round().long()).sum())
-        return math.nan
 
     def validate(self, val_loader: Iterable) -> tuple[float, float]:
         """Inference-mode (mean loss, pooled fairness gap) on every row of ``val_loader``."""
