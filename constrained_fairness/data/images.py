@@ -234,11 +234,7 @@ class LabeledImages(torch.utils.data.Dataset):
 
 
 # --------------------------------------------------------------------------------------------------------
-# Transforms.
-
-
-# --------------------------------------------------------------------------------------------------------
-# Data roots and splits.
+# Data roots.
 
 
 def resolve_data_root(root: PathLike | None, folder: str, dataset: str) -> Path:

@@ -84,11 +84,14 @@ def _cifar100(d: DataConfig, seed: int) -> ImageData:
     return load_cifar100(d.root, **_image_options(d, seed))
 
 
-def load_data(cfg: ExperimentConfig) -> TabularData | ImageData:
-    """The dataset of ``cfg.data``: tabular data in memory, or datasets of its splits."""
+def load_data(cfg: ExperimentConfig, data: Any = None) -> TabularData | ImageData:
+    """The dataset of ``cfg.data`` (tabular data in memory, or datasets of its splits), or
+    ``data`` given in Python instead, as :func:`as_run_data` makes it."""
     d = cfg.data
     split_seed = cfg.seed if d.split_seed is None else d.split_seed
-    return as_run_data(DATASETS.resolve(d.name)(d, split_seed), d, split_seed)
+    if data is None:
+        data = DATASETS.resolve(d.name)(d, split_seed)
+    return as_run_data(data, d, split_seed)
 
 
 def as_run_data(data: Any, d: DataConfig, seed: int) -> TabularData | ImageData:

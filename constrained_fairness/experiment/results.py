@@ -90,13 +90,11 @@ def nft_es_name(select_on: str) -> str:
 
 def constraint_report(constraint: GroupStatisticConstraint, outputs: BatchOutputs) -> dict[str, Any]:
     """Strict violations of every row of a constraint on a whole split (``null``: group absent)."""
-    values = constraint.evaluate(outputs).flatten().tolist()
-    finite = [v for v in values if v == v]
+    values = [finite_or_none(v) for v in constraint.evaluate(outputs).flatten().tolist()]
+    finite = [v for v in values if v is not None]
     return {
         "max_violation": max(finite) if finite else None,
-        "violations": {
-            n: (v if v == v else None) for n, v in zip(constraint.row_names(), values, strict=True)
-        },
+        "violations": dict(zip(constraint.row_names(), values, strict=True)),
     }
 
 

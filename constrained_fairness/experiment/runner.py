@@ -38,7 +38,7 @@ from ..constraints import GroupConstraint, GroupStatisticConstraint
 from ..constraints.registry import BuildContext, build_constraint, check_constraint_spec
 from ..data import TabularData
 from ..data.images import ImageData
-from ..data.registry import as_run_data, load_data
+from ..data.registry import load_data
 from ..data.splits import SPLITS
 from ..files import atomic_write_text
 from ..groups import GroupIndex, Grouping
@@ -85,11 +85,7 @@ class Experiment:
         self.device = init_from_environment(cfg.device) or resolve_device(cfg.device)
         self.rank, self.world = rank(), world_size()
         check_batch_sizes(cfg, self.world)
-        if data is None:
-            self.data = load_data(cfg)
-        else:
-            split_seed = cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed
-            self.data = as_run_data(data, cfg.data, split_seed)
+        self.data = load_data(cfg, data)
         self.model_factory = model_factory(model, cfg.model.name)
         self._input_shape: tuple[int, ...] | None = None
         self.attributes = GroupIndex.from_lists(self.data.attribute_names, self.data.attribute_values)
@@ -264,12 +260,12 @@ class Experiment:
 
     # -- the whole run -----------------------------------------------------------------
     def run(self, run_dir: Path, resume: bool = False, force: bool = False) -> dict[str, Any]:
-        self.run_dir, self.resume, self.force = run_dir, resume, force
+        self.run_dir, self.resume = run_dir, resume
         self.checkpoints = StageCheckpoints(run_dir / "checkpoints", self.cfg, self.rank, resume, force)
         cfg, start = self.cfg, time.perf_counter()
         if resume:
             check_same_config(self.run_dir / "config.yaml", cfg, force)
-        self.history: list[dict[str, Any]] = []
+        self.history = []
         if self.rank == 0:  # under DDP, rank 0 alone writes files and logs
             atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
             if not self.resume:

@@ -4,5 +4,7 @@
 - :mod:`.bootstrap`: the vectorized resampling behind those intervals;
 - :mod:`.markdown`: ``report.md`` and its tables; :mod:`.plots`: its figures;
 - :mod:`.html`: ``report.html``; :mod:`.compare`: ``compare.html`` over runs;
-- :mod:`.aggregate`: the mean ± std table over seeds; :mod:`.files`: one atomic write.
+- :mod:`.aggregate`: the mean ± std table over seeds; :mod:`.results_view`: reading metrics.json.
+
+Every file goes through :mod:`constrained_fairness.files` (one atomic write).
 """

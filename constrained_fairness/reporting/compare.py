@@ -11,7 +11,7 @@ for the test max EAG and the test accuracy against the sparsity. The output fold
 ``compare.md``, ``compare.html`` (self-contained) and the two plots.
 
 Only the train and test splits are compared, so runs with and without a validation split
-(``metrics["splits"]``, :func:`~.report.splits_of`) compare alike; a value of a split a run did
+(``metrics["splits"]``, :func:`~.results_view.splits_of`) compare alike; a value of a split a run did
 not evaluate is ``–``. A method selected on the test split (``"selected_on": "test"``, e.g.
 ``nft_es_test``) is marked ``†`` in the table and the curves, with a footnote.
 """

@@ -6,7 +6,7 @@ it draws, per split, the EAG of every group with its bootstrap interval against 
 (``eag_ci_<split>.png``), the accuracy-vs-max-EAG scatter of the methods
 (``accuracy_vs_max_eag.png``) and each group's train-vs-test EAG (``eag_train_vs_test.png``).
 
-Like ``report.md`` it covers the evaluated splits only (:func:`~.report.splits_of`), and marks a
+Like ``report.md`` it covers the evaluated splits only (:func:`~.results_view.splits_of`), and marks a
 method selected on the test split ``†`` with a footnote (its test numbers are optimistic).
 """
 
@@ -68,9 +68,6 @@ def _ci(values: Any) -> str:
     if not isinstance(values, Sequence) or len(values) != 2 or None in values:
         return "–"
     return f"[{fmt(values[0])}, {fmt(values[1])}]"
-
-
-# -- plots -------------------------------------------------------------------------------------
 
 
 # -- the page ----------------------------------------------------------------------------------

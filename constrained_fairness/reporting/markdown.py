@@ -1,4 +1,4 @@
-"""Markdown report and plots of one run.
+"""The markdown report of one run (its figures are :mod:`.plots`).
 
 For one split, with dense accuracies ``acc_d[g], acc_d`` and sparse accuracies ``acc_s[g], acc_s``:
 
@@ -9,9 +9,8 @@ For one split, with dense accuracies ``acc_d[g], acc_d`` and sparse accuracies `
 and a method is *feasible* for the tolerance ε when ``max_eag ≤ ε`` (judged on the train split,
 where the constraints are imposed).
 
-:func:`write_report` writes ``report.md`` plus five PNG plots under ``plots/``. Every file is
-written atomically (temporary file in the same folder, then :func:`os.replace`), so a crash
-leaves either the previous file or the new one, never a half-written file.
+:func:`write_report` writes ``report.md`` plus its PNG plots under ``plots/``, each atomically
+(:mod:`constrained_fairness.files`).
 
 All accuracies and EAGs are shown as fractions with 4 decimals; a missing value (group without
 samples, ``null``/NaN in the inputs) is shown as ``–``.
@@ -34,6 +33,7 @@ from typing import Any
 
 from ..data.splits import SPLITS
 from ..files import atomic_write_text
+from ..metrics import finite_or_none
 from .group_evaluation import VERDICTS
 from .plots import plot_constraint, plot_dense_vs_sparse, plot_eag, plot_multipliers
 from .results_view import (
@@ -41,7 +41,6 @@ from .results_view import (
     constraint_names,
     constraint_split,
     dense_group_accuracy,
-    finite_or_none,
     group_count,
     group_of,
     is_feasible,
@@ -288,12 +287,7 @@ def format_report(metrics: Mapping, group_names: Sequence[str]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# atomic writes
-# --------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------
-# plots
+# constraint tables
 # --------------------------------------------------------------------------------------------
 
 

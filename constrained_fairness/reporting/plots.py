@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write
+from ..metrics import finite_or_none
 from .results_view import (
     comparison_split,
     constraint_split,
     dense_group_accuracy,
-    finite_or_none,
     group_of,
     method_label,
     methods_of,

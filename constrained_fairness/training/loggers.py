@@ -118,10 +118,8 @@ class RunLogger:
         """Append one epoch record to ``history.jsonl`` and log its scalars."""
         with self.history_path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
-        tag = record.get("stage", record.get("method", "run"))  # "method": files before 2026-12-02
-        self.log_scalars(
-            {tag: {k: v for k, v in record.items() if k not in ("method", "stage")}}, record["step"]
-        )
+        tag = record["stage"]
+        self.log_scalars({tag: {k: v for k, v in record.items() if k != "stage"}}, record["step"])
 
     def close(self) -> None:
         if self._tb is not None:

@@ -188,8 +188,7 @@ def dense_optimizer(model: torch.nn.Module, d: DenseConfig) -> tuple[torch.optim
         )
     else:
         primal = torch.optim.Adam(model.parameters(), lr=d.lr, weight_decay=d.weight_decay)
-    milestones = sorted(max(1, round(frac * d.epochs)) for frac in d.lr_milestones)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(primal, milestones, d.lr_gamma) if milestones else None
+    scheduler = step_schedule(primal, d.lr_milestones, d.epochs, d.lr_gamma) if d.lr_milestones else None
     return primal, scheduler
 
 
@@ -200,5 +199,12 @@ def sparse_optimizer(
     ``lr_gamma`` at each milestone fraction of the ``total_epochs`` of GMP and fine-tuning
     (a milestone listed twice multiplies twice)."""
     primal = build_primal_optimizer(model, f)
-    milestones = sorted(max(1, round(frac * total_epochs)) for frac in f.lr_milestones)
-    return primal, torch.optim.lr_scheduler.MultiStepLR(primal, milestones=milestones, gamma=f.lr_gamma)
+    return primal, step_schedule(primal, f.lr_milestones, total_epochs, f.lr_gamma)
+
+
+def step_schedule(
+    optimizer: torch.optim.Optimizer, fractions: Sequence[float], epochs: int, gamma: float
+) -> Schedule:
+    """LR × ``gamma`` at epoch ``max(1, round(f · epochs))`` for each milestone fraction ``f``."""
+    milestones = sorted(max(1, round(frac * epochs)) for frac in fractions)
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=gamma)

@@ -579,8 +579,9 @@ def test_fair_trainer_runs_its_forward_pass_in_bf16_with_precision_bf16():
     full, train, _, _ = small_setup()
     dtypes.clear()
     first = next(m for m in full.model.modules() if isinstance(m, nn.Linear))
-    first.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    hook = first.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
     full.train_epoch(train, calibrate=False)
+    hook.remove()
     assert set(dtypes) == {torch.float32}
     with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, fp16"):
         small_setup(precision="fp8")
