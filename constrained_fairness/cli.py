@@ -27,6 +27,10 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .reporting.results import RunResults
 
 EXIT_USER_ERROR = 2
 
@@ -103,13 +107,13 @@ def _run(args: argparse.Namespace) -> int:
     result = run_experiment(
         cfg, output=args.output, resume=resume, progress=progress and not args.quiet, force=args.force
     )
-    if not args.quiet and result.metrics.get("world_size", 1) > 1:
+    if not args.quiet and (result.results.world_size or 1) > 1:
         from .runtime.distributed import rank
 
         if rank() != 0:
             return 0
     if not args.quiet:
-        print(_summary(result.metrics))
+        print(_summary(result.results))
         print(f"run folder: {result.run_dir}  (report.html, report.md, metrics.json, plots/)")
     return 0
 
@@ -171,22 +175,23 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
-def _summary(metrics: dict) -> str:
-    from .reporting.results_view import method_label, methods_selected_on_test, selection_note
+def _summary(results: RunResults) -> str:
+    from .reporting.results_view import method_label, selection_note
 
-    eps = metrics["tolerance"]
-    labels = {name: method_label(name, m) for name, m in metrics["methods"].items()}
+    labels = {name: method_label(name, m) for name, m in results.items()}
     width = max([8, *map(len, labels.values())])
     lines = [
-        f"sparsity {metrics['sparsity']:.3f}, tolerance ε = {eps}, wall time {metrics['wall_seconds']:.1f} s",
+        f"sparsity {results.sparsity:.3f}, tolerance ε = {results.tolerance}, "
+        f"wall time {results.wall_seconds:.1f} s",
         f"{'method':<{width}} {'train acc':>9} {'train maxEAG':>12} {'test acc':>9} {'test maxEAG':>11}",
     ]
-    for name, m in metrics["methods"].items():
+    for name, m in results.items():
+        train, test = m.split("train"), m.split("test")
         lines.append(
-            f"{labels[name]:<{width}} {m['train']['accuracy']:>9.4f} {_fmt(m['train']['max_eag']):>12} "
-            f"{m['test']['accuracy']:>9.4f} {_fmt(m['test']['max_eag']):>11}"
+            f"{labels[name]:<{width}} {train.accuracy:>9.4f} {_fmt(train.max_eag):>12} "
+            f"{test.accuracy:>9.4f} {_fmt(test.max_eag):>11}"
         )
-    lines += [selection_note(name, code=str, em=str) for name in methods_selected_on_test(metrics)]
+    lines += [selection_note(name, code=str, em=str) for name in results.methods_selected_on_test]
     return "\n".join(lines)
 
 

@@ -122,3 +122,16 @@ def load_script(path: Path) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def assert_typed_round_trip(run_dir: Path) -> dict:
+    """The run's ``metrics.json`` read into the typed tree and written back is byte-identical
+    (every key the protocol writes is a field of the tree, in the order it is written)."""
+    import json
+
+    from constrained_fairness.reporting.results import RunResults
+
+    text = (run_dir / "metrics.json").read_text()
+    metrics = json.loads(text)
+    assert json.dumps(RunResults.from_json(metrics).to_json(), indent=2, allow_nan=False) == text
+    return metrics

@@ -187,6 +187,6 @@ def thresholds_entry(
         logits = torch.nn.functional.one_hot(predicted, 2).float() * 20.0 - 10.0
         post[split] = BatchOutputs(logits, o.targets, o.attributes, o.losses)
     out = results.entry(evaluator.evaluate_outputs(post), epoch)
-    out["thresholds"] = {name: float(t) for name, t in zip(grouping.names, thresholds.tolist(), strict=True)}
-    out["thresholds_rule"] = rule
+    out.thresholds = {name: float(t) for name, t in zip(grouping.names, thresholds.tolist(), strict=True)}
+    out.thresholds_rule = rule
     return out

@@ -12,22 +12,23 @@ from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write_json, atomic_write_text
+from ..reporting.results import RunResults
 
 
 def write_run_files(
     run_dir: Path,
-    metrics: dict[str, Any],
+    results: RunResults,
     history: Sequence[Mapping[str, Any]],
     group_names: Sequence[str],
     config: Mapping[str, Any],
     resumed: bool,
     start: float,
-) -> dict[str, Any]:
-    """Write the run's files; return ``metrics`` plus this invocation's ``wall_seconds``
+) -> RunResults:
+    """Write the run's files; return ``results`` with this invocation's ``wall_seconds``
     (measured from ``start``, a :func:`time.perf_counter` value)."""
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    metrics = {**metrics, "wall_seconds": time.perf_counter() - start}
-    atomic_write_json(run_dir / "timing.json", {"wall_seconds": metrics["wall_seconds"], "resumed": resumed})
+    atomic_write_json(run_dir / "metrics.json", results.to_json())
+    results.wall_seconds = time.perf_counter() - start
+    atomic_write_json(run_dir / "timing.json", {"wall_seconds": results.wall_seconds, "resumed": resumed})
     from ..reporting.html import write_html_report
     from ..reporting.markdown import write_report
 
@@ -35,6 +36,6 @@ def write_run_files(
     # checkpointed histories so that a resumed run has each epoch exactly once
     lines = "".join(json.dumps(record) + "\n" for record in history)
     atomic_write_text(run_dir / "history.jsonl", lines)
-    write_report(run_dir, metrics, history, group_names)
-    write_html_report(run_dir, metrics, config)
-    return metrics
+    write_report(run_dir, results, history, group_names)
+    write_html_report(run_dir, results, config)
+    return results

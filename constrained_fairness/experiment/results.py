@@ -1,5 +1,7 @@
-"""The ``metrics.json`` entry of one method: per split and per group, with bootstrap intervals,
-the EAG verdicts, and the declared constraints evaluated on each whole split."""
+"""The results of one method (:class:`~constrained_fairness.reporting.results.MethodResult`): per
+split and per group, with bootstrap intervals, the EAG verdicts, and the declared constraints
+evaluated on each whole split. Each group's result is built once, from the split's statistics
+and its bootstrap."""
 
 from __future__ import annotations
 
@@ -11,6 +13,16 @@ from ..constraints.statistic import GroupStatisticConstraint
 from ..groups import Grouping
 from ..metrics import finite_or_none
 from ..reporting.group_evaluation import BootstrapSettings, constraint_verdicts, evaluate_groups
+from ..reporting.results import (
+    BASE_GROUP_STATISTICS,
+    Aggregate,
+    ConstraintReport,
+    GroupResult,
+    Interval,
+    MethodResult,
+    SplitResult,
+    Verdict,
+)
 from ..sparsity import MagnitudePruner
 from ..training.evaluation import Evaluator, SplitEvaluation
 
@@ -36,26 +48,24 @@ class MethodResults:
         e = evaluation
         self.settings = BootstrapSettings(e.bootstrap_resamples, e.confidence, e.seed, e.min_group_size)
 
-    def entry(self, evaluation: dict[str, SplitEvaluation], epoch: int) -> dict[str, Any]:
-        """Final metrics of one model's ``evaluation`` (from the evaluator, or post-processed)."""
-        splits, names = self.split_names, self.grouping.names
-        out: dict[str, Any] = {s: evaluation[s].to_metrics(names) for s in splits}
-        out["epoch"] = epoch
-        for s in splits:
-            self._add_intervals(out[s], evaluation[s].outputs, s)
+    def entry(self, evaluation: dict[str, SplitEvaluation], epoch: int) -> MethodResult:
+        """Final results of one model's ``evaluation`` (from the evaluator, or post-processed)."""
+        out = MethodResult({s: self._split(evaluation[s], s) for s in self.split_names}, epoch)
         if self.report_constraints:
-            out["constraints"] = {
-                name: {s: constraint_report(c, evaluation[s].outputs) for s in splits}
+            out.constraints = {
+                name: {s: constraint_report(c, evaluation[s].outputs) for s in self.split_names}
                 for name, c in self.report_constraints
             }
             for name, c in self.report_constraints:
-                for s in splits:
-                    out[s]["verdicts"][name] = constraint_verdicts(c, evaluation[s].outputs, self.settings)
+                for s in self.split_names:
+                    verdict = constraint_verdicts(c, evaluation[s].outputs, self.settings)
+                    out.splits[s].verdicts[name] = Verdict.from_json(verdict)
         return out
 
-    def _add_intervals(self, entry: dict[str, Any], outputs: BatchOutputs, split: str) -> None:
-        """Per-group statistics with bootstrap intervals, the max-EAG interval and the EAG
-        verdicts of one split, into its ``metrics.json`` entry."""
+    def _split(self, evaluation: SplitEvaluation, split: str) -> SplitResult:
+        """One split: the summary, then each group (statistics with bootstrap intervals), the
+        max-EAG interval, the aggregates over groups and the EAG verdicts."""
+        outputs, stats, eag = evaluation.outputs, evaluation.stats, evaluation.eag
         rows, groups = self.grouping.memberships(outputs.attributes)
         dense = self.evaluator.dense_outputs[split] if self.evaluator.dense_outputs else None
         result = evaluate_groups(
@@ -70,17 +80,27 @@ class MethodResults:
             eag_tolerance=self.tolerance,
             settings=self.settings,
         )
-        for record in result.records():
-            if record["n"] == 0:
-                continue
-            group = entry["groups"][record["group"]]
-            for stat in result.statistics:  # accuracy, dense accuracy and EAG are in the entry already
-                group.setdefault(stat, record[stat])
-                group[f"{stat}_ci"] = [record[f"{stat}_ci_low"], record[f"{stat}_ci_high"]]
+        summary = evaluation.summary()
+        out = SplitResult(summary["accuracy"], summary["loss"], summary["max_eag"], summary.get("score"))
+        for g, (name, record) in enumerate(zip(self.grouping.names, result.records(), strict=True)):
+            n = int(stats.counts[g])
+            group = GroupResult(
+                n,
+                finite_or_none(stats.accuracy[g]) if n else None,
+                finite_or_none(evaluation.dense.accuracy[g]) if n and evaluation.dense is not None else None,
+                finite_or_none(eag[g]) if n and eag is not None else None,
+            )
+            if record["n"]:
+                for stat in result.statistics:
+                    if stat not in BASE_GROUP_STATISTICS:
+                        group.statistics[stat] = record[stat]
+                    group.intervals[stat] = Interval(record[f"{stat}_ci_low"], record[f"{stat}_ci_high"])
+            out.groups[name] = group
         if result.max_eag is not None:
-            entry["max_eag_ci"] = [finite_or_none(result.max_eag.low), finite_or_none(result.max_eag.high)]
-        entry["aggregates"] = result.aggregates()
-        entry["verdicts"] = dict(result.verdicts)
+            out.max_eag_ci = Interval(finite_or_none(result.max_eag.low), finite_or_none(result.max_eag.high))
+        out.aggregates = {stat: Aggregate(**a) for stat, a in result.aggregates().items()}
+        out.verdicts = {name: Verdict.from_json(v) for name, v in result.verdicts.items()}
+        return out
 
 
 def nft_es_name(select_on: str) -> str:
@@ -88,14 +108,13 @@ def nft_es_name(select_on: str) -> str:
     return "nft_es" if select_on == "val" else f"nft_es_{select_on}"
 
 
-def constraint_report(constraint: GroupStatisticConstraint, outputs: BatchOutputs) -> dict[str, Any]:
-    """Strict violations of every row of a constraint on a whole split (``null``: group absent)."""
+def constraint_report(constraint: GroupStatisticConstraint, outputs: BatchOutputs) -> ConstraintReport:
+    """Strict violations of every row of a constraint on a whole split (``None``: group absent)."""
     values = [finite_or_none(v) for v in constraint.evaluate(outputs).flatten().tolist()]
     finite = [v for v in values if v is not None]
-    return {
-        "max_violation": max(finite) if finite else None,
-        "violations": dict(zip(constraint.row_names(), values, strict=True)),
-    }
+    return ConstraintReport(
+        max(finite) if finite else None, dict(zip(constraint.row_names(), values, strict=True))
+    )
 
 
 def achieved_sparsity(pruner: MagnitudePruner | None) -> dict[str, Any]:

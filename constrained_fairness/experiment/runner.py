@@ -45,6 +45,7 @@ from ..groups import GroupIndex, Grouping
 from ..models import ModelFactory, model_factory
 from ..problem import FairnessProblem
 from ..registry import METHODS
+from ..reporting.results import DenseSplit, MethodResult, RunResults
 from ..runtime.device import resolve_device
 from ..runtime.distributed import broadcast_object, init_from_environment, rank, world_size
 from ..runtime.precision import autocast_dtype, grad_scaler
@@ -64,8 +65,15 @@ from .validation import check_batch_sizes, check_constraint_attributes, check_me
 
 @dataclass
 class RunResult:
+    """A finished run: its folder, its typed ``results``, and ``metrics`` (the content of its
+    ``metrics.json`` plus this invocation's ``wall_seconds``)."""
+
     run_dir: Path
-    metrics: dict[str, Any]
+    results: RunResults
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.results.to_json() | {"wall_seconds": self.results.wall_seconds}
 
 
 class Experiment:
@@ -259,7 +267,7 @@ class Experiment:
         ]
 
     # -- the whole run -----------------------------------------------------------------
-    def run(self, run_dir: Path, resume: bool = False, force: bool = False) -> dict[str, Any]:
+    def run(self, run_dir: Path, resume: bool = False, force: bool = False) -> RunResults:
         self.run_dir, self.resume = run_dir, resume
         self.checkpoints = StageCheckpoints(run_dir / "checkpoints", self.cfg, self.rank, resume, force)
         cfg, start = self.cfg, time.perf_counter()
@@ -274,18 +282,18 @@ class Experiment:
                 self.run_dir, cfg.to_dict(), cfg.logging.wandb, cfg.logging.tensorboard, resume=resume
             )
         try:
-            metrics = self._run_stages()
+            results = self._run_stages()
         finally:
             if self.logger is not None:
                 self.logger.close()
-        metrics["world_size"] = self.world
+        results.world_size = self.world
         if self.rank != 0:
-            return metrics
+            return results
         return write_run_files(
-            self.run_dir, metrics, self.history, self.group_names, cfg.to_dict(), resume, start
+            self.run_dir, results, self.history, self.group_names, cfg.to_dict(), resume, start
         )
 
-    def _run_stages(self) -> dict[str, Any]:
+    def _run_stages(self) -> RunResults:
         cfg = self.cfg
         dense = self.dense_model()
         dense_outputs = self.evaluator.set_dense_reference(dense)
@@ -299,9 +307,7 @@ class Experiment:
             for name, c in zip(self.constraint_names, self.declared_constraints(cpu), strict=True)
             if isinstance(c, GroupStatisticConstraint)
         ]
-        dense_summary = {
-            s: {"accuracy": st.overall_accuracy, "loss": st.overall_loss} for s, st in dense_stats.items()
-        }
+        dense_summary = {s: DenseSplit(st.overall_accuracy, st.overall_loss) for s, st in dense_stats.items()}
         if not cfg.methods:  # a dense-only run: the dense checkpoint is the product
             return self._run_entry(0.0, {}, dense_summary, {})
 
@@ -322,7 +328,7 @@ class Experiment:
             cfg.ceag.tolerance,
             self.report_constraints,
         )
-        methods: dict[str, Any] = {}
+        methods: dict[str, MethodResult] = {}
         achieved: dict[str, Any] = {}
         context = MethodContext(
             cfg,
@@ -353,15 +359,15 @@ class Experiment:
                 evaluation = self.evaluator(model)  # once, also for the thresholds of NFT
             if entry in cfg.methods:
                 methods[method] = results.entry(evaluation, final)
-                methods[method]["skipped_batches"] = trainer.skipped
+                methods[method].skipped_batches = trainer.skipped
                 if trainer.problem.is_constrained:
-                    methods[method]["multipliers"] = trainer.problem.multiplier_values()
+                    methods[method].multipliers = trainer.problem.multiplier_values()
             if method == "nft" and "nft_es" in cfg.methods and trainer.best is not None:
                 best = copy.deepcopy(model)
                 best.load_state_dict(trainer.best["model"])
-                entry = results.entry(self.evaluator(best), int(trainer.best["epoch"]))
-                entry["selected_on"] = self.select_on
-                methods[nft_es_name(self.select_on)] = entry
+                selected = results.entry(self.evaluator(best), int(trainer.best["epoch"]))
+                selected.selected_on = self.select_on
+                methods[nft_es_name(self.select_on)] = selected
             if method == "nft" and "thresholds" in cfg.methods:
                 methods["thresholds"] = thresholds_entry(
                     evaluation, final, cfg.thresholds.rule, self.grouping, self.evaluator, results
@@ -373,19 +379,23 @@ class Experiment:
         return self._run_entry(cfg.pruning.sparsity, achieved, dense_summary, ordered)
 
     def _run_entry(
-        self, sparsity: float, achieved: dict[str, Any], dense: dict[str, Any], methods: dict[str, Any]
-    ) -> dict[str, Any]:
-        """The top level of ``metrics.json`` (``world_size`` is added by :meth:`run`)."""
-        return {
-            "splits": list(self.split_names),
-            "dense_checkpoint": {"path": self.cfg.model.checkpoint, "format": self.dense_layout},
-            "tolerance": self.cfg.ceag.tolerance,
-            "sparsity": sparsity,
-            "achieved_sparsity": achieved,
-            "groups": self.group_names,
-            "dense": dense,
-            "methods": methods,
-        }
+        self,
+        sparsity: float,
+        achieved: dict[str, Any],
+        dense: dict[str, DenseSplit],
+        methods: dict[str, MethodResult],
+    ) -> RunResults:
+        """The whole run's results (``world_size`` is set by :meth:`run`)."""
+        return RunResults(
+            splits=tuple(self.split_names),
+            dense_checkpoint={"path": self.cfg.model.checkpoint, "format": self.dense_layout},
+            tolerance=self.cfg.ceag.tolerance,
+            sparsity=sparsity,
+            achieved_sparsity=achieved,
+            groups=list(self.group_names),
+            dense=dense,
+            methods=methods,
+        )
 
 
 def _split_tensors(split: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -417,5 +427,5 @@ def run_experiment(
     run_dir = Path(run_dir_name)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*TensorBoard.*")
-        metrics = experiment.run(run_dir, resume=resuming, force=force)
-    return RunResult(run_dir, metrics)
+        results = experiment.run(run_dir, resume=resuming, force=force)
+    return RunResult(run_dir, results)

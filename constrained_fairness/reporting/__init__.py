@@ -4,7 +4,9 @@
 - :mod:`.bootstrap`: the vectorized resampling behind those intervals;
 - :mod:`.markdown`: ``report.md`` and its tables; :mod:`.plots`: its figures;
 - :mod:`.html`: ``report.html``; :mod:`.compare`: ``compare.html`` over runs;
-- :mod:`.aggregate`: the mean ± std table over seeds; :mod:`.results_view`: reading metrics.json.
+- :mod:`.aggregate`: the mean ± std table over seeds;
+- :mod:`.results`: the typed results tree (run → method → split → group) that ``metrics.json``
+  is written from and read back into; :mod:`.results_view`: what the reports derive from it.
 
 Every file goes through :mod:`constrained_fairness.files` (one atomic write).
 """

@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import DataError
 from ..files import atomic_write_text
-from .results_view import TEST_SELECTED_MARK, selected_on_test, selection_note, splits_of
+from .results import RunResults
+from .results_view import marked_label, methods_selected_on_test, selection_note
 
 COLUMNS = (("train", "accuracy"), ("train", "max_eag"), ("test", "accuracy"), ("test", "max_eag"))
 
@@ -30,28 +32,23 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, std
 
 
-def aggregate(runs: Sequence[dict[str, Any]]) -> dict[tuple[float, str], dict[str, tuple[float, float, int]]]:
-    """``{(sparsity, method): {"train/accuracy": (mean, std, n), ...}}`` from metrics dicts."""
+def aggregate(
+    runs: Sequence[RunResults | dict[str, Any]],
+) -> dict[tuple[float, str], dict[str, tuple[float, float, int]]]:
+    """``{(sparsity, method): {"train/accuracy": (mean, std, n), ...}}`` from the runs' results."""
     cells: dict[tuple[float, str], dict[str, list[float]]] = {}
-    for metrics in runs:
-        splits = splits_of(metrics)
-        for method, entry in metrics["methods"].items():
-            cell = cells.setdefault((float(metrics["sparsity"]), method), {})
+    for results in map(RunResults.from_json, runs):
+        if results.sparsity is None:
+            raise DataError(
+                "a run's metrics.json has no sparsity (not a cfair metrics file); remove that run"
+            )
+        for name, method in results.items():
+            cell = cells.setdefault((float(results.sparsity), name), {})
             for split, key in COLUMNS:
-                value = (entry.get(split) or {}).get(key) if split in splits else None
+                value = getattr(method.split(split), key)
                 if value is not None:
                     cell.setdefault(f"{split}/{key}", []).append(float(value))
     return {k: {c: (*mean_std(v), len(v)) for c, v in cell.items()} for k, cell in cells.items()}
-
-
-def methods_selected_on_test(runs: Sequence[dict[str, Any]]) -> list[str]:
-    """The methods selected on the test split in some run, in order of first appearance."""
-    out: list[str] = []
-    for metrics in runs:
-        for method, entry in metrics["methods"].items():
-            if selected_on_test(entry) and method not in out:
-                out.append(method)
-    return out
 
 
 def format_table(
@@ -66,8 +63,9 @@ def format_table(
         stats = [cell.get(f"{s}/{k}") for s, k in COLUMNS]
         n = max((s[2] for s in stats if s), default=0)
         shown = [f"{s[0]:.4f} ± {s[1]:.4f}" if s else "–" for s in stats]
-        label = f"{method} {TEST_SELECTED_MARK}" if method in marked else method
-        lines.append(f"| {sparsity:g} | {label} | {n} | " + " | ".join(shown) + " |")
+        lines.append(
+            f"| {sparsity:g} | {marked_label(method, method in marked)} | {n} | " + " | ".join(shown) + " |"
+        )
     for method in marked:
         lines += ["", selection_note(method)]
     return "\n".join(lines)
@@ -75,7 +73,7 @@ def format_table(
 
 def write_table(run_dirs: Sequence[Path], path: Path) -> str:
     """Read each run's ``metrics.json``, aggregate and write the markdown table to ``path``."""
-    runs = [json.loads((Path(d) / "metrics.json").read_text()) for d in run_dirs]
+    runs = [RunResults.from_json(json.loads((Path(d) / "metrics.json").read_text())) for d in run_dirs]
     text = format_table(aggregate(runs), methods_selected_on_test(runs)) + "\n"
     atomic_write_text(path, text)
     return text

@@ -21,6 +21,7 @@ from __future__ import annotations
 import glob
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ from .aggregate import mean_std
 from .html import _e, _figures, _page, _table, selection_note_html
 from .markdown import fmt, md_escape, md_table
 from .plots import new_figure, save_figure
-from .results_view import TEST_SELECTED_MARK, selected_on_test, selection_note, splits_of
+from .results import RunResults
+from .results_view import marked_label, methods_selected_on_test, selection_note
 
 
 def find_runs(paths: Sequence[str]) -> list[Path]:
@@ -58,7 +60,16 @@ def find_runs(paths: Sequence[str]) -> list[Path]:
     return sorted(set(found))
 
 
-def load_run(path: Path) -> dict[str, Any]:
+@dataclass
+class LoadedRun:
+    """A finished run: its folder, its results and its config (``{}`` without config.yaml)."""
+
+    path: Path
+    results: RunResults
+    config: dict[str, Any]
+
+
+def load_run(path: Path) -> LoadedRun:
     try:
         metrics = json.loads((path / "metrics.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -74,7 +85,7 @@ def load_run(path: Path) -> dict[str, Any]:
             f"{path / 'metrics.json'} is not a cfair metrics file (no methods/groups); remove that run"
         )
     try:
-        splits_of(metrics)
+        results = RunResults.from_json(metrics)
     except TypeError:
         raise DataError(
             f"{path / 'metrics.json'} has a malformed 'splits' entry (not a list of split names); "
@@ -83,68 +94,49 @@ def load_run(path: Path) -> dict[str, Any]:
     config: dict[str, Any] = {}
     if (path / "config.yaml").is_file():
         config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    return {"path": path, "metrics": metrics, "config": config}
+    return LoadedRun(path, results, config)
 
 
-def load_runs(paths: Sequence[str]) -> list[dict[str, Any]]:
+def load_runs(paths: Sequence[str]) -> list[LoadedRun]:
     runs = [load_run(p) for p in find_runs(paths)]
     first = runs[0]
     for run in runs[1:]:
-        if run["metrics"]["groups"] != first["metrics"]["groups"]:
-            ours, theirs = run["metrics"]["groups"][:3], first["metrics"]["groups"][:3]
+        if run.results.groups != first.results.groups:
+            ours, theirs = run.results.groups[:3], first.results.groups[:3]
             raise DataError(
-                f"runs have incompatible metrics: {run['path']} reports groups {ours}... but "
-                f"{first['path']} reports {theirs}...; compare runs of one dataset and grouping"
+                f"runs have incompatible metrics: {run.path} reports groups {ours}... but "
+                f"{first.path} reports {theirs}...; compare runs of one dataset and grouping"
             )
     return runs
 
 
-def _split_entry(entry: dict[str, Any], split: str, splits: Sequence[str]) -> dict[str, Any]:
-    """A method's results on ``split``; ``{}`` when the run did not evaluate that split."""
-    out = entry.get(split) if split in splits else None
-    return out if isinstance(out, dict) else {}
-
-
-def table_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (run, method); ``selected_on_test`` is true for a method selected on test."""
+def table_rows(runs: Sequence[LoadedRun]) -> list[dict[str, Any]]:
+    """One row per (run, method); ``selected_on_test`` is true for a method selected on test.
+    A split the run did not evaluate reads as missing."""
     rows = []
     for run in runs:
-        m = run["metrics"]
-        splits = splits_of(m)
-        for method, entry in m["methods"].items():
-            train = _split_entry(entry, "train", splits)
-            test = _split_entry(entry, "test", splits)
-            verdicts = (test.get("verdicts") or {}).get("eag", {}).get("counts", {})
+        r = run.results
+        for name, method in r.items():
+            train, test = method.split("train"), method.split("test")
+            eag_verdict = test.verdicts.get("eag")
             rows.append(
                 {
-                    "run": run["path"].name,
-                    "seed": run["config"].get("seed"),
-                    "sparsity": m.get("sparsity"),
-                    "tolerance": m.get("tolerance"),
-                    "method": method,
-                    "selected_on_test": selected_on_test(entry),
-                    "train_accuracy": train.get("accuracy"),
-                    "train_max_eag": train.get("max_eag"),
-                    "test_accuracy": test.get("accuracy"),
-                    "test_max_eag": test.get("max_eag"),
-                    "test_violated_groups": verdicts.get("violated"),
+                    "run": run.path.name,
+                    "seed": run.config.get("seed"),
+                    "sparsity": r.sparsity,
+                    "tolerance": r.tolerance,
+                    "method": name,
+                    "selected_on_test": method.selected_on_test,
+                    "train_accuracy": train.accuracy,
+                    "train_max_eag": train.max_eag,
+                    "test_accuracy": test.accuracy,
+                    "test_max_eag": test.max_eag,
+                    "test_violated_groups": None
+                    if eag_verdict is None
+                    else eag_verdict.counts.get("violated"),
                 }
             )
     return rows
-
-
-def _label(row: dict[str, Any]) -> str:
-    """The method of a row as shown: marked ``†`` when it was selected on the test split."""
-    return f"{row['method']} {TEST_SELECTED_MARK}" if row.get("selected_on_test") else str(row["method"])
-
-
-def methods_selected_on_test(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The methods selected on the test split in some row, in order of first appearance."""
-    out: list[str] = []
-    for row in rows:
-        if row.get("selected_on_test") and row["method"] not in out:
-            out.append(row["method"])
-    return out
 
 
 def curves(rows: Sequence[dict[str, Any]], key: str) -> dict[str, list[tuple[float, float, float, int]]]:
@@ -164,10 +156,10 @@ def plot_curves(
 ) -> Path:
     fig = new_figure(6.5, 4.5)
     ax = fig.add_subplot(1, 1, 1)
-    marked = set(methods_selected_on_test(rows))
+    marked = {row["method"] for row in rows if row["selected_on_test"]}
     for i, (method, points) in enumerate(curves(rows, key).items()):
         xs, means, stds, _ = zip(*points, strict=True)
-        shown = f"{method} {TEST_SELECTED_MARK}" if method in marked else method
+        shown = marked_label(method, method in marked)
         ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=f"C{i % 10}", label=shown)
     if tolerance is not None and key.endswith("max_eag"):
         ax.axhline(tolerance, color="k", linestyle="--", linewidth=1, label="ε")
@@ -196,7 +188,7 @@ def _cell(value: Any) -> str:
 
 
 def _shown(row: dict[str, Any], key: str) -> str:
-    return _label(row) if key == "method" else _cell(row[key])
+    return marked_label(row["method"], row["selected_on_test"]) if key == "method" else _cell(row[key])
 
 
 def write_comparison(paths: Sequence[str], output: str | Path) -> Path:
@@ -206,14 +198,14 @@ def write_comparison(paths: Sequence[str], output: str | Path) -> Path:
     output = Path(output)
     plots = output / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    tolerance = runs[0]["metrics"].get("tolerance")
+    tolerance = runs[0].results.tolerance
     plot_curves(rows, "test_max_eag", "test max EAG", plots / "sparsity_vs_max_eag.png", tolerance)
     plot_curves(rows, "test_accuracy", "test accuracy", plots / "sparsity_vs_accuracy.png", tolerance)
     header = [title for _, title in COLUMNS]
-    lines = ["# Comparison of runs", "", f"{len(runs)} runs: " + ", ".join(str(r["path"]) for r in runs), ""]
+    lines = ["# Comparison of runs", "", f"{len(runs)} runs: " + ", ".join(str(r.path) for r in runs), ""]
     cells = [[md_escape(_shown(row, key)) for key, _ in COLUMNS] for row in rows]
     lines.append(md_table(header, cells, ["l", "r", "r", "l", "r", "r", "r", "r", "r"]))
-    marked = methods_selected_on_test(rows)
+    marked = methods_selected_on_test(r.results for r in runs)
     for method in marked:
         lines += ["", selection_note(method)]
     lines += [

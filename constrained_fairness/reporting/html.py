@@ -23,15 +23,10 @@ from ..files import atomic_write_text
 from .group_evaluation import VERDICTS
 from .markdown import VERDICT_HEADER, fmt
 from .plots import plot_accuracy_vs_violation, plot_eag_intervals, plot_train_vs_test
-from .results_view import (
-    is_feasible,
-    method_label,
-    methods_of,
-    methods_selected_on_test,
-    selection_note,
-    splits_of,
-    verdict_entries,
-)
+from .results import Interval, RunResults
+from .results_view import as_results, is_feasible, method_label, selection_note, verdict_entries
+
+Results = RunResults | Mapping
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -64,33 +59,32 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def _ci(values: Any) -> str:
-    if not isinstance(values, Sequence) or len(values) != 2 or None in values:
+def _ci(interval: Interval | None) -> str:
+    if interval is None or not interval.complete:
         return "–"
-    return f"[{fmt(values[0])}, {fmt(values[1])}]"
+    return f"[{fmt(interval.low)}, {fmt(interval.high)}]"
 
 
 # -- the page ----------------------------------------------------------------------------------
 
 
-def _method_rows(metrics: Mapping) -> list[list[str]]:
+def _method_rows(results: RunResults) -> list[list[str]]:
     rows = []
-    for name, entry in methods_of(metrics).items():
-        row = [_e(method_label(name, entry))]
-        for split in splits_of(metrics):
-            s = entry.get(split, {})
-            row += [fmt(s.get("accuracy")), f"{fmt(s.get('max_eag'))} {_ci(s.get('max_eag_ci'))}"]
-        ok = is_feasible(entry.get("train", {}).get("max_eag"), metrics.get("tolerance"))
+    for name, method in results.items():
+        row = [_e(method_label(name, method))]
+        for split in results.splits:
+            s = method.split(split)
+            row += [fmt(s.accuracy), f"{fmt(s.max_eag)} {_ci(s.max_eag_ci)}"]
+        ok = is_feasible(method.split("train").max_eag, results.tolerance)
         row.append("–" if ok is None else ("yes" if ok else "no"))
         rows.append(row)
     return rows
 
 
-def _verdict_section(metrics: Mapping) -> str:
+def _verdict_section(results: RunResults) -> str:
     rows = []
-    methods = methods_of(metrics)
-    for method, split, constraint, groups in verdict_entries(metrics):
-        cells = [_e(method_label(method, methods.get(method))), _e(split), _e(constraint)]
+    for method, split, constraint, groups in verdict_entries(results):
+        cells = [_e(method_label(method, results.methods.get(method))), _e(split), _e(constraint)]
         for kind in VERDICTS:
             members = groups.get(kind, [])
             cells.append(f'<span class="{kind}" title="{_e(", ".join(members))}">{len(members)}</span>')
@@ -101,26 +95,25 @@ def _verdict_section(metrics: Mapping) -> str:
     return _table("Verdicts per group: CI upper ≤ ε, CI lower > ε, or neither", VERDICT_HEADER, rows)
 
 
-def _group_tables(metrics: Mapping) -> str:
+def _group_tables(results: RunResults) -> str:
     out = []
-    for name, entry in methods_of(metrics).items():
-        for split in splits_of(metrics):
-            table = entry.get(split, {}).get("groups") or {}
+    for name, method in results.items():
+        for split in results.splits:
             rows = [
                 [
                     _e(group),
-                    str(row.get("n", "–")),
-                    fmt(row.get("accuracy")),
-                    _ci(row.get("accuracy_ci")),
-                    fmt(row.get("dense_accuracy")),
-                    fmt(row.get("eag")),
-                    _ci(row.get("eag_ci")),
-                    fmt(row.get("positive_rate")),
-                    fmt(row.get("tpr")),
-                    fmt(row.get("fpr")),
+                    str(row.n),
+                    fmt(row.accuracy),
+                    _ci(row.interval("accuracy")),
+                    fmt(row.dense_accuracy),
+                    fmt(row.eag),
+                    _ci(row.interval("eag")),
+                    fmt(row.value("positive_rate")),
+                    fmt(row.value("tpr")),
+                    fmt(row.value("fpr")),
                 ]
-                for group, row in table.items()
-                if row.get("n")
+                for group, row in method.split(split).groups.items()
+                if row.n
             ]
             header = [
                 "group",
@@ -134,7 +127,7 @@ def _group_tables(metrics: Mapping) -> str:
                 "TPR",
                 "FPR",
             ]
-            out.append(_table(f"{method_label(name, entry)} — {split}", header, rows))
+            out.append(_table(f"{method_label(name, method)} — {split}", header, rows))
     return "\n".join(out)
 
 
@@ -155,15 +148,16 @@ def selection_note_html(name: str) -> str:
     return f'<p class="note">{note}</p>'
 
 
-def selection_notes_html(metrics: Mapping) -> str:
+def selection_notes_html(results: RunResults) -> str:
     """One footnote per method selected on the test split ("" in a normal run)."""
-    return "".join(selection_note_html(name) for name in methods_selected_on_test(metrics))
+    return "".join(selection_note_html(name) for name in results.methods_selected_on_test)
 
 
-def format_html(metrics: Mapping, config: Mapping | None, plots: Path) -> str:
+def format_html(metrics: Results, config: Mapping | None, plots: Path) -> str:
+    results = as_results(metrics)
     config = config or {}
-    splits = splits_of(metrics)
-    methods = methods_of(metrics)
+    splits = results.splits
+    methods = results.methods
     summary = [
         ("run", config.get("name", "–")),
         ("data", (config.get("data") or {}).get("name", "–")),
@@ -174,8 +168,8 @@ def format_html(metrics: Mapping, config: Mapping | None, plots: Path) -> str:
             ("splits", ", ".join(splits) + (" (no validation split)" if "val" not in splits else ""))
         )
     summary += [
-        ("sparsity", metrics.get("sparsity")),
-        ("tolerance ε", metrics.get("tolerance")),
+        ("sparsity", results.sparsity),
+        ("tolerance ε", results.tolerance),
         ("methods", ", ".join(method_label(name, entry) for name, entry in methods.items())),
         ("seed", config.get("seed", "–")),
     ]
@@ -187,26 +181,27 @@ def format_html(metrics: Mapping, config: Mapping | None, plots: Path) -> str:
         "<h1>constrained_fairness run report</h1>",
         _table("Configuration", ["key", "value"], config_rows),
         "<h2>Methods</h2>",
-        _table("Accuracy and max EAG per split (bootstrap interval)", method_header, _method_rows(metrics)),
-        selection_notes_html(metrics),
+        _table("Accuracy and max EAG per split (bootstrap interval)", method_header, _method_rows(results)),
+        selection_notes_html(results),
         "<h2>Verdicts</h2>",
-        _verdict_section(metrics),
+        _verdict_section(results),
         "<h2>Plots</h2>",
         _figures(plots),
         "<h2>Per-group tables</h2>",
-        _group_tables(metrics),
+        _group_tables(results),
     ]
     return _page(f"{config.get('name', 'run')} report", "".join(body))
 
 
-def write_html_report(run_dir: str | Path, metrics: Mapping, config: Mapping | None = None) -> Path:
+def write_html_report(run_dir: str | Path, metrics: Results, config: Mapping | None = None) -> Path:
     """Draw the interval plots into ``plots/`` and write ``report.html`` (atomically)."""
+    results = as_results(metrics)
     run_dir = Path(run_dir)
     plots = run_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    if methods_of(metrics):
-        for split in splits_of(metrics):
-            plot_eag_intervals(metrics, split, plots / f"eag_ci_{split}.png")
-        plot_accuracy_vs_violation(metrics, plots / "accuracy_vs_max_eag.png")
-        plot_train_vs_test(metrics, plots / "eag_train_vs_test.png")
-    return atomic_write_text(run_dir / "report.html", format_html(metrics, config, plots))
+    if results.methods:
+        for split in results.splits:
+            plot_eag_intervals(results, split, plots / f"eag_ci_{split}.png")
+        plot_accuracy_vs_violation(results, plots / "accuracy_vs_max_eag.png")
+        plot_train_vs_test(results, plots / "eag_train_vs_test.png")
+    return atomic_write_text(run_dir / "report.html", format_html(results, config, plots))

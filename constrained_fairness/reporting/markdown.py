@@ -36,22 +36,22 @@ from ..files import atomic_write_text
 from ..metrics import finite_or_none
 from .group_evaluation import VERDICTS
 from .plots import plot_constraint, plot_dense_vs_sparse, plot_eag, plot_multipliers
+from .results import MethodResult, RunResults
 from .results_view import (
+    as_results,
     comparison_split,
     constraint_names,
-    constraint_split,
     dense_group_accuracy,
     group_count,
-    group_of,
     is_feasible,
     method_label,
-    methods_of,
     present_groups,
     selection_notes,
-    split_of,
-    splits_of,
     verdict_entries,
 )
+
+Results = RunResults | Mapping
+"""The typed results of a run, or the content of its ``metrics.json``."""
 
 MISSING = "–"
 """Placeholder for a value that does not exist (en dash)."""
@@ -96,51 +96,51 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequen
 # --------------------------------------------------------------------------------------------
 
 
-def format_method_table(metrics: Mapping) -> str:
+def format_method_table(metrics: Results) -> str:
     """Markdown table with one row per method.
 
     Columns: accuracy ``acc_s`` and ``max_g ψ[g]`` on each evaluated split (:func:`splits_of`),
     and ``feasible (train)`` = ✓ if ``max_eag_train ≤ ε`` else ✗ (``–`` if either is missing).
     A method selected on the test split is marked ``†``.
     """
-    tolerance = metrics.get("tolerance")
-    splits = splits_of(metrics)
+    results = as_results(metrics)
+    splits = results.splits
     header = ["method"]
     for split in splits:
         header += [f"{split} acc", f"{split} max EAG"]
     header.append("feasible (train)")
     rows = []
-    for name, entry in methods_of(metrics).items():
-        row = [md_escape(method_label(name, entry))]
+    for name, method in results.items():
+        row = [md_escape(method_label(name, method))]
         for split in splits:
-            s = split_of(entry, split)
-            row += [fmt(s.get("accuracy")), fmt(s.get("max_eag"))]
-        ok = is_feasible(split_of(entry, "train").get("max_eag"), tolerance)
+            s = method.split(split)
+            row += [fmt(s.accuracy), fmt(s.max_eag)]
+        ok = is_feasible(method.split("train").max_eag, results.tolerance)
         row.append(MISSING if ok is None else (FEASIBLE if ok else INFEASIBLE))
         rows.append(row)
     return md_table(header, rows, ["l"] + ["r"] * (2 * len(splits)) + ["c"])
 
 
-def format_group_table(metrics: Mapping, split: str, group_names: Sequence[str]) -> str:
+def format_group_table(metrics: Results, split: str, group_names: Sequence[str]) -> str:
     """Markdown table of ``split`` with one row per group that has samples there.
 
     Columns: ``n``, dense accuracy ``acc_d[g]``, then per method its accuracy ``acc_s[g]`` and
     ``ψ[g] = (acc_d[g] − acc_s[g]) − (acc_d − acc_s)``. Groups with ``n = 0`` get no row; they are
     listed below the table instead.
     """
-    methods = methods_of(metrics)
-    present, empty = present_groups(metrics, split, group_names)
+    results = as_results(metrics)
+    present, empty = present_groups(results, split, group_names)
     header = ["group", "n", "dense acc"]
-    for name, entry in methods.items():
-        label = method_label(name, entry)
+    for name, method in results.items():
+        label = method_label(name, method)
         header += [f"{label} acc", f"{label} EAG"]
     rows = []
     for g in present:
-        n = group_count(metrics, split, g)
-        row = [md_escape(g), MISSING if n is None else str(n), fmt(dense_group_accuracy(metrics, split, g))]
-        for entry in methods.values():
-            cell = group_of(split_of(entry, split), g)
-            row += [fmt(cell.get("accuracy")), fmt(cell.get("eag"))]
+        n = group_count(results, split, g)
+        row = [md_escape(g), MISSING if n is None else str(n), fmt(dense_group_accuracy(results, split, g))]
+        for method in results.methods.values():
+            cell = method.split(split).group(g)
+            row += [fmt(cell.accuracy), fmt(cell.eag)]
         rows.append(row)
     table = md_table(header, rows, ["l"] + ["r"] * (len(header) - 1))
     if empty:
@@ -149,10 +149,8 @@ def format_group_table(metrics: Mapping, split: str, group_names: Sequence[str])
     return table
 
 
-def _config_line(metrics: Mapping) -> str:
-    eps = finite_or_none(metrics.get("tolerance"))
-    sparsity = finite_or_none(metrics.get("sparsity"))
-    wall = finite_or_none(metrics.get("wall_seconds"))
+def _config_line(results: RunResults) -> str:
+    eps, sparsity, wall = results.tolerance, results.sparsity, results.wall_seconds
     parts = [
         f"tolerance ε = {MISSING if eps is None else f'{eps:g}'}",
         f"sparsity = {MISSING if sparsity is None else f'{sparsity:g}'}",
@@ -161,19 +159,18 @@ def _config_line(metrics: Mapping) -> str:
     return " · ".join(parts)
 
 
-def _dense_line(metrics: Mapping) -> str | None:
-    dense = metrics.get("dense")
-    if not isinstance(dense, Mapping):
+def _dense_line(results: RunResults) -> str | None:
+    if not results.dense:
         return None
-    parts = [f"{split} {fmt(split_of(dense, split).get('accuracy'))}" for split in splits_of(metrics)]
+    parts = [f"{split} {fmt(results.dense_split(split).accuracy)}" for split in results.splits]
     return "Dense model accuracy: " + " · ".join(parts)
 
 
-def _epoch_line(metrics: Mapping) -> str | None:
+def _epoch_line(results: RunResults) -> str | None:
     parts = [
-        f"{md_escape(method_label(name, entry))} {entry['epoch']}"
-        for name, entry in methods_of(metrics).items()
-        if entry.get("epoch") is not None
+        f"{md_escape(method_label(name, method))} {method.epoch}"
+        for name, method in results.items()
+        if method.epoch is not None
     ]
     return ("Fine-tuning epoch of the reported numbers: " + ", ".join(parts)) if parts else None
 
@@ -190,39 +187,40 @@ VERDICT_HEADER = (
 )
 
 
-def format_verdict_table(metrics: Mapping) -> str:
+def format_verdict_table(metrics: Results) -> str:
     """Counts of satisfied / violated / uncertain / too small groups per method, split and
     constraint, with the violated groups named ("" when the run has no verdicts)."""
-    methods = methods_of(metrics)
+    results = as_results(metrics)
     rows = [
         [
-            md_escape(method_label(method, methods.get(method))),
+            md_escape(method_label(method, results.methods.get(method))),
             split,
             md_escape(name),
             *[str(len(groups.get(k, []))) for k in VERDICTS],
             md_escape(", ".join(groups.get("violated", [])) or "–"),
         ]
-        for method, split, name, groups in verdict_entries(metrics)
+        for method, split, name, groups in verdict_entries(results)
     ]
     if not rows:
         return ""
     return md_table(VERDICT_HEADER, rows, ["l", "l", "l", "r", "r", "r", "r", "l"])
 
 
-def _splits_line(metrics: Mapping) -> str | None:
+def _splits_line(results: RunResults) -> str | None:
     """A note on the evaluated splits; ``None`` for the usual train/val/test."""
-    splits = splits_of(metrics)
+    splits = results.splits
     if splits == SPLITS:
         return None
     line = "Evaluated splits: " + ", ".join(splits)
     return line + (" (this run has no validation split)." if "val" not in splits else ".")
 
 
-def format_report(metrics: Mapping, group_names: Sequence[str]) -> str:
+def format_report(metrics: Results, group_names: Sequence[str]) -> str:
     """The full ``report.md`` text (tables plus links to the plots under ``plots/``)."""
-    splits = splits_of(metrics)
-    lines = ["# Sparse model fairness report", "", _config_line(metrics), ""]
-    for extra in (_splits_line(metrics), _dense_line(metrics), _epoch_line(metrics)):
+    results = as_results(metrics)
+    splits = results.splits
+    lines = ["# Sparse model fairness report", "", _config_line(results), ""]
+    for extra in (_splits_line(results), _dense_line(results), _epoch_line(results)):
         if extra:
             lines += [extra, ""]
     lines += [
@@ -234,23 +232,23 @@ def format_report(metrics: Mapping, group_names: Sequence[str]) -> str:
         "",
         "## Method comparison",
         "",
-        format_method_table(metrics),
+        format_method_table(results),
         "",
     ]
-    notes = selection_notes(metrics)
+    notes = selection_notes(results)
     for note in notes:
         lines += [note, ""]
     for split in splits:
         lines += [
             f"## Per-group results ({split})",
             "",
-            format_group_table(metrics, split, group_names),
+            format_group_table(results, split, group_names),
             "",
             f"![EAG per group ({split})](plots/eag_{split}.png)",
             "",
         ]
     lines += [
-        f"## Dense vs sparse accuracy per group ({comparison_split(metrics)})",
+        f"## Dense vs sparse accuracy per group ({comparison_split(results)})",
         "",
         "![Dense vs sparse accuracy](plots/dense_vs_sparse_accuracy.png)",
         "",
@@ -259,7 +257,7 @@ def format_report(metrics: Mapping, group_names: Sequence[str]) -> str:
         "![Multipliers](plots/multipliers.png)",
         "",
     ]
-    verdicts = format_verdict_table(metrics)
+    verdicts = format_verdict_table(results)
     if verdicts:
         lines += [
             "## Generalization verdicts",
@@ -271,14 +269,14 @@ def format_report(metrics: Mapping, group_names: Sequence[str]) -> str:
             verdicts,
             "",
         ]
-    for name in constraint_names(metrics):
+    for name in constraint_names(results):
         lines += [
             f"## Constraint `{name}`",
             "",
             "Strict violations on each full split, net of the tolerance (≤ 0: satisfied); every method "
             "is evaluated against the constraint, the unconstrained ones included.",
             "",
-            format_constraint_table(metrics, name),
+            format_constraint_table(results, name),
             "",
             *[f"![{name} ({split})](plots/constraint_{name}_{split}.png)" for split in splits],
             "",
@@ -291,18 +289,25 @@ def format_report(metrics: Mapping, group_names: Sequence[str]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def format_constraint_table(metrics: Mapping, name: str) -> str:
+def format_constraint_table(metrics: Results, name: str) -> str:
     """Max strict violation (net of the tolerance; ≤ 0 is satisfied) per method and split."""
-    methods = {m: e for m, e in methods_of(metrics).items() if e.get("constraints")}
-    splits = splits_of(metrics)
+    results = as_results(metrics)
+    splits = results.splits
     header = ["method", *[f"{s} max violation" for s in splits], "satisfied (train)"]
     rows = []
-    for method, entry in methods.items():
-        values = [finite_or_none(constraint_split(entry, name, s).get("max_violation")) for s in splits]
-        train = finite_or_none(constraint_split(entry, name, "train").get("max_violation"))
+    for label, method in results.items():
+        if not method.constraints:
+            continue
+        values = [_max_violation(method, name, s) for s in splits]
+        train = _max_violation(method, name, "train")
         ok = MISSING if train is None else (FEASIBLE if train <= 0 else INFEASIBLE)
-        rows.append([md_escape(method_label(method, entry)), *[fmt(v) for v in values], ok])
+        rows.append([md_escape(method_label(label, method)), *[fmt(v) for v in values], ok])
     return md_table(header, rows, ["l"] + ["r"] * len(splits) + ["c"])
+
+
+def _max_violation(method: MethodResult, name: str, split: str) -> float | None:
+    report = method.constraint(name, split)
+    return None if report is None else report.max_violation
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,7 +316,7 @@ def format_constraint_table(metrics: Mapping, name: str) -> str:
 
 
 def write_report(
-    run_dir: str | Path, metrics: Mapping, history: Sequence[Mapping], group_names: Sequence[str]
+    run_dir: str | Path, metrics: Results, history: Sequence[Mapping], group_names: Sequence[str]
 ) -> list[Path]:
     """Write ``report.md`` and the plots of a run; return the paths written.
 
@@ -320,18 +325,17 @@ def write_report(
     ``plots/constraint_<name>_<split>.png`` per declared constraint and split, and ``report.md``
     (written last, so it only links to plots that exist; returned first).
     """
-    if not isinstance(metrics, Mapping):
-        raise TypeError(f"metrics must be a mapping (the content of metrics.json), got {type(metrics)}")
+    results = as_results(metrics)
     run_dir = Path(run_dir)
     plots = run_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     history = list(history or [])
-    splits = splits_of(metrics)
-    written = [plot_eag(metrics, split, group_names, plots / f"eag_{split}.png") for split in splits]
+    splits = results.splits
+    written = [plot_eag(results, split, group_names, plots / f"eag_{split}.png") for split in splits]
     written.append(plot_multipliers(history, group_names, plots / "multipliers.png"))
-    written.append(plot_dense_vs_sparse(metrics, group_names, plots / "dense_vs_sparse_accuracy.png"))
-    for name in constraint_names(metrics):
+    written.append(plot_dense_vs_sparse(results, group_names, plots / "dense_vs_sparse_accuracy.png"))
+    for name in constraint_names(results):
         for split in splits:
-            written.append(plot_constraint(metrics, name, split, plots / f"constraint_{name}_{split}.png"))
-    report = atomic_write_text(run_dir / "report.md", format_report(metrics, group_names))
+            written.append(plot_constraint(results, name, split, plots / f"constraint_{name}_{split}.png"))
+    report = atomic_write_text(run_dir / "report.md", format_report(results, group_names))
     return [report, *written]

@@ -11,16 +11,10 @@ from typing import Any
 
 from ..files import atomic_write
 from ..metrics import finite_or_none
-from .results_view import (
-    comparison_split,
-    constraint_split,
-    dense_group_accuracy,
-    group_of,
-    method_label,
-    methods_of,
-    present_groups,
-    split_of,
-)
+from .results import Interval, RunResults
+from .results_view import as_results, comparison_split, dense_group_accuracy, method_label, present_groups
+
+Results = RunResults | Mapping
 
 _IGNORED_STAGES = frozenset({"dense", "gmp"})
 
@@ -46,19 +40,44 @@ def new_figure(width: float, height: float) -> Any:
     return fig
 
 
+Bounds = tuple[float | None, float | None]
+"""An interval ``(low, high)`` of a bar's value (either end may be missing)."""
+
+
 def _grouped_bars(
-    ax: Any, groups: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]]
+    ax: Any,
+    groups: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float | None]]],
+    intervals: Sequence[Sequence[Bounds | None]] | None = None,
 ) -> None:
-    """Grouped bar chart: one cluster per group, one bar per series; missing values leave a gap."""
+    """Grouped bar chart: one cluster per group, one bar per series; missing values leave a gap.
+    With ``intervals`` (per series, per group), each bar gets whiskers from ``low`` to ``high``
+    (clipped at the bar's value: an interval of a maximum may exclude its estimate)."""
     import numpy as np
 
     x = np.arange(len(groups), dtype=float)
     k = max(len(series), 1)
     width = 0.8 / k
     for i, (label, values) in enumerate(series):
-        pos = [x[j] - 0.4 + width * (i + 0.5) for j, v in enumerate(values) if v is not None]
-        heights = [v for v in values if v is not None]
-        ax.bar(pos, heights, width=width, label=label, color=f"C{i % 10}")
+        kept = [j for j, v in enumerate(values) if v is not None]
+        pos = [x[j] - 0.4 + width * (i + 0.5) for j in kept]
+        heights = [values[j] for j in kept]
+        yerr = None
+        if intervals is not None:
+            bounds = [intervals[i][j] or (None, None) for j in kept]
+            yerr = [
+                [
+                    max(0.0, v - (lo if lo is not None else v))
+                    for v, (lo, _) in zip(heights, bounds, strict=True)
+                ],
+                [
+                    max(0.0, (hi if hi is not None else v) - v)
+                    for v, (_, hi) in zip(heights, bounds, strict=True)
+                ],
+            ]
+        ax.bar(
+            pos, heights, width=width, label=label, color=f"C{i % 10}", yerr=yerr, capsize=2 if yerr else 0
+        )
     ax.set_xticks(x)
     tilt = len(groups) > 4
     ax.set_xticklabels(list(groups), rotation=45 if tilt else 0, ha="right" if tilt else "center")
@@ -78,24 +97,22 @@ def _empty_message(fig: Any, message: str) -> None:
     ax.set_axis_off()
 
 
-def plot_eag(metrics: Mapping, split: str, group_names: Sequence[str], path: str | Path) -> Path:
+def plot_eag(metrics: Results, split: str, group_names: Sequence[str], path: str | Path) -> Path:
     """Bar chart of ``ψ[g]`` per group (one bar per method) with dashed lines at ε and 0."""
-    methods = methods_of(metrics)
-    groups, _ = present_groups(metrics, split, group_names)
+    results = as_results(metrics)
+    methods = results.methods
+    groups, _ = present_groups(results, split, group_names)
     fig = new_figure(max(6.0, 0.6 * len(groups) * max(len(methods), 1) ** 0.5 + 2.0), 4.5)
     if not groups or not methods:
         _empty_message(fig, f"no EAG data for split {split!r}")
         return save_figure(fig, Path(path))
     ax = fig.add_subplot(1, 1, 1)
     series = [
-        (
-            method_label(name, entry),
-            [finite_or_none(group_of(split_of(entry, split), g).get("eag")) for g in groups],
-        )
-        for name, entry in methods.items()
+        (method_label(name, method), [method.split(split).group(g).eag for g in groups])
+        for name, method in methods.items()
     ]
     _grouped_bars(ax, groups, series)
-    eps = finite_or_none(metrics.get("tolerance"))
+    eps = results.tolerance
     if eps is not None:
         ax.axhline(eps, color="red", linestyle="--", linewidth=1.2, label=f"tolerance ε = {eps:g}")
     ax.axhline(0.0, color="black", linestyle="--", linewidth=0.8, label="0")
@@ -107,58 +124,55 @@ def plot_eag(metrics: Mapping, split: str, group_names: Sequence[str], path: str
     return save_figure(fig, Path(path))
 
 
-def plot_constraint(metrics: Mapping, name: str, split: str, path: str | Path) -> Path:
+def plot_constraint(metrics: Results, name: str, split: str, path: str | Path) -> Path:
     """Strict violation per constraint row (one bar per method), net of the tolerance: the
     constraint holds where a bar is at or below 0."""
-    methods = {m: e for m, e in methods_of(metrics).items() if constraint_split(e, name, split)}
+    reports = {
+        m: report
+        for m, method in as_results(metrics).items()
+        if (report := method.constraint(name, split)) is not None
+    }
+    labels = {m: method_label(m, as_results(metrics).methods[m]) for m in reports}
     rows: list[str] = []
-    for entry in methods.values():
-        for row in constraint_split(entry, name, split).get("violations", {}) or {}:
+    for report in reports.values():
+        for row in report.violations:
             if row not in rows:
-                rows.append(str(row))
+                rows.append(row)
     fig = new_figure(max(6.0, 0.5 * len(rows) + 2.0), 4.5)
     if not rows:
         _empty_message(fig, f"no violations of {name!r} on {split!r}")
         return save_figure(fig, Path(path))
     ax = fig.add_subplot(1, 1, 1)
-    series = [
-        (
-            method_label(m, e),
-            [finite_or_none((constraint_split(e, name, split).get("violations") or {}).get(r)) for r in rows],
-        )
-        for m, e in methods.items()
-    ]
+    series = [(labels[m], [report.violations.get(r) for r in rows]) for m, report in reports.items()]
     _grouped_bars(ax, rows, series)
     ax.axhline(0.0, color="red", linestyle="--", linewidth=1.2, label="satisfied at or below")
     ax.set_ylabel("strict violation (net of tolerance)")
     ax.set_title(f"{name} per group ({split})")
     ax.grid(axis="y", alpha=0.3)
-    _legend(ax, len(methods) + 1)
+    _legend(ax, len(reports) + 1)
     return save_figure(fig, Path(path))
 
 
 def plot_dense_vs_sparse(
-    metrics: Mapping, group_names: Sequence[str], path: str | Path, split: str | None = None
+    metrics: Results, group_names: Sequence[str], path: str | Path, split: str | None = None
 ) -> Path:
     """Grouped bars of per-group accuracy: dense ``acc_d[g]`` next to each method's ``acc_s[g]``,
     on ``split`` (default: :func:`comparison_split`, i.e. test)."""
-    split = comparison_split(metrics) if split is None else split
-    methods = methods_of(metrics)
-    groups, _ = present_groups(metrics, split, group_names)
+    results = as_results(metrics)
+    split = comparison_split(results) if split is None else split
+    methods = results.methods
+    groups, _ = present_groups(results, split, group_names)
     fig = new_figure(max(6.0, 0.6 * len(groups) * (len(methods) + 1) ** 0.5 + 2.0), 4.5)
     if not groups:
         _empty_message(fig, f"no per-group accuracy for split {split!r}")
         return save_figure(fig, Path(path))
     ax = fig.add_subplot(1, 1, 1)
     series: list[tuple[str, list[float | None]]] = [
-        ("dense", [dense_group_accuracy(metrics, split, g) for g in groups])
+        ("dense", [dense_group_accuracy(results, split, g) for g in groups])
     ]
     series += [
-        (
-            method_label(name, entry),
-            [finite_or_none(group_of(split_of(entry, split), g).get("accuracy")) for g in groups],
-        )
-        for name, entry in methods.items()
+        (method_label(name, method), [method.split(split).group(g).accuracy for g in groups])
+        for name, method in methods.items()
     ]
     _grouped_bars(ax, groups, series)
     values = [v for _, vs in series for v in vs if v is not None]
@@ -237,68 +251,56 @@ def plot_multipliers(history: Sequence[Mapping], group_names: Sequence[str], pat
     return save_figure(fig, Path(path))
 
 
-def plot_eag_intervals(metrics: Mapping, split: str, path: Path) -> Path:
+def plot_eag_intervals(metrics: Results, split: str, path: Path) -> Path:
     """Per-group EAG with its bootstrap interval (whiskers), one series per method, against ε."""
-    import numpy as np
-
+    results = as_results(metrics)
     fig = new_figure(9, 4.5)
     ax = fig.add_subplot(1, 1, 1)
-    methods = methods_of(metrics)
-    groups = list(metrics.get("groups") or [])
-    x = np.arange(len(groups), dtype=float)
-    width = 0.8 / max(len(methods), 1)
-    for i, (name, entry) in enumerate(methods.items()):
-        table = entry.get(split, {}).get("groups", {})
-        xs, ys, lo, hi = [], [], [], []
-        for j, group in enumerate(groups):
-            row = table.get(group, {})
-            if row.get("eag") is None:
-                continue
-            ci = row.get("eag_ci") or [row["eag"], row["eag"]]
-            xs.append(x[j] - 0.4 + width * (i + 0.5))
-            ys.append(row["eag"])
-            lo.append(max(0.0, row["eag"] - (ci[0] if ci[0] is not None else row["eag"])))
-            hi.append(max(0.0, (ci[1] if ci[1] is not None else row["eag"]) - row["eag"]))
-        ax.bar(
-            xs, ys, width=width, label=method_label(name, entry), color=f"C{i % 10}", yerr=[lo, hi], capsize=2
+    groups = results.groups
+    series, intervals = [], []
+    for name, method in results.items():
+        cells = [method.split(split).group(g) for g in groups]
+        series.append((method_label(name, method), [c.eag for c in cells]))
+        intervals.append([_bounds(c.interval("eag")) for c in cells])
+    _grouped_bars(ax, groups, series, intervals)
+    if results.tolerance is not None:
+        ax.axhline(
+            results.tolerance, color="k", linestyle="--", linewidth=1, label=f"ε = {results.tolerance:g}"
         )
-    tolerance = metrics.get("tolerance")
-    if tolerance is not None:
-        ax.axhline(tolerance, color="k", linestyle="--", linewidth=1, label=f"ε = {tolerance:g}")
     ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_xticks(x)
-    ax.set_xticklabels(
-        groups, rotation=45 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center"
-    )
     ax.set_ylabel("EAG ψ[g] (bootstrap interval)")
     ax.set_title(f"Excess accuracy gap per group with intervals ({split})")
-    if methods:
+    if results.methods:
         ax.legend(fontsize="small")
     return save_figure(fig, path)
 
 
-def plot_accuracy_vs_violation(metrics: Mapping, path: Path) -> Path:
+def _bounds(interval: Interval | None) -> Bounds | None:
+    return None if interval is None else (interval.low, interval.high)
+
+
+def plot_accuracy_vs_violation(metrics: Results, path: Path) -> Path:
     """Test accuracy against test max EAG (with its interval) per method."""
+    results = as_results(metrics)
     fig = new_figure(6, 4.5)
     ax = fig.add_subplot(1, 1, 1)
-    for i, (name, entry) in enumerate(methods_of(metrics).items()):
-        test = entry.get("test", {})
-        if test.get("max_eag") is None or test.get("accuracy") is None:
+    for i, (name, method) in enumerate(results.items()):
+        test = method.split("test")
+        if test.max_eag is None or test.accuracy is None:
             continue
-        ci = test.get("max_eag_ci") or [None, None]
-        err = None
-        if None not in ci:  # a percentile interval of a maximum may exclude the point estimate
-            err = [[max(0.0, test["max_eag"] - ci[0])], [max(0.0, ci[1] - test["max_eag"])]]
+        ci, err = test.max_eag_ci, None
+        if ci is not None and ci.complete:  # a percentile interval of a maximum may exclude the estimate
+            err = [[max(0.0, test.max_eag - ci.low)], [max(0.0, ci.high - test.max_eag)]]
         ax.errorbar(
-            test["max_eag"],
-            test["accuracy"],
+            test.max_eag,
+            test.accuracy,
             xerr=err,
             fmt="o",
             color=f"C{i % 10}",
-            label=method_label(name, entry),
+            label=method_label(name, method),
         )
-    if metrics.get("tolerance") is not None:
-        ax.axvline(metrics["tolerance"], color="k", linestyle="--", linewidth=1, label="ε")
+    if results.tolerance is not None:
+        ax.axvline(results.tolerance, color="k", linestyle="--", linewidth=1, label="ε")
     ax.set_xlabel("test max EAG")
     ax.set_ylabel("test accuracy")
     ax.set_title("Accuracy vs disparity")
@@ -306,21 +308,22 @@ def plot_accuracy_vs_violation(metrics: Mapping, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_train_vs_test(metrics: Mapping, path: Path) -> Path:
+def plot_train_vs_test(metrics: Results, path: Path) -> Path:
     """Each group's train EAG (x) against its test EAG (y), per method; the diagonal and ε."""
+    results = as_results(metrics)
     fig = new_figure(6, 5)
     ax = fig.add_subplot(1, 1, 1)
-    for i, (name, entry) in enumerate(methods_of(metrics).items()):
-        train, test = entry.get("train", {}).get("groups", {}), entry.get("test", {}).get("groups", {})
+    for i, (name, method) in enumerate(results.items()):
+        train, test = method.split("train").groups, method.split("test").groups
         points = [
-            (train[g]["eag"], test[g]["eag"])
+            (train[g].eag, test[g].eag)
             for g in train
-            if g in test and train[g].get("eag") is not None and test[g].get("eag") is not None
+            if g in test and train[g].eag is not None and test[g].eag is not None
         ]
         if points:
             xs, ys = zip(*points, strict=True)
-            ax.scatter(xs, ys, s=14, color=f"C{i % 10}", label=method_label(name, entry))
-    tolerance = metrics.get("tolerance")
+            ax.scatter(xs, ys, s=14, color=f"C{i % 10}", label=method_label(name, method))
+    tolerance = results.tolerance
     if tolerance is not None:
         ax.axvline(tolerance, color="k", linestyle="--", linewidth=0.8)
         ax.axhline(tolerance, color="k", linestyle="--", linewidth=0.8, label="ε")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..constraints.base import BatchOutputs
 from ..groups import Grouping
-from ..metrics import GroupStats, excess_accuracy_gap, finite_or_none, max_over_present
+from ..metrics import GroupStats, excess_accuracy_gap, max_over_present
 from ..runtime.precision import autocast
 
 SplitTensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # inputs, targets, attribute codes
@@ -66,22 +66,6 @@ class SplitEvaluation:
         if self.tolerance is not None and out["max_eag"] is not None:
             out["score"] = out["accuracy"] - max(0.0, out["max_eag"] - self.tolerance)
         return out
-
-    def to_metrics(self, group_names: Sequence[str]) -> dict:
-        """The ``metrics.json`` entry of this split: summary plus a per-group table."""
-        eag = self.eag
-        groups = {}
-        for g, name in enumerate(group_names):
-            n = int(self.stats.counts[g])
-            groups[name] = {
-                "n": n,
-                "accuracy": finite_or_none(self.stats.accuracy[g]) if n else None,
-                "dense_accuracy": finite_or_none(self.dense.accuracy[g])
-                if n and self.dense is not None
-                else None,
-                "eag": finite_or_none(eag[g]) if n and eag is not None else None,
-            }
-        return {**self.summary(), "groups": groups}
 
 
 class Evaluator:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,8 @@ import torch
 from constrained_fairness.baselines import apply_thresholds, fit_thresholds, kamiran_calders_weights
 from constrained_fairness.cli import main
 from constrained_fairness.errors import ConfigError
+
+from ..helpers import assert_typed_round_trip
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,7 +76,7 @@ def test_adult_baselines_run_from_the_config_and_thresholds_cut_the_dp_differenc
     args = ["run", str(ROOT / "configs/adult/baselines.yaml"), "--output", str(out), "--quiet"]
     args += [x for s in settings for x in ("--set", s)]
     assert main([*args, "--set", "methods=[nft,reweighting,thresholds]"]) == 0
-    methods = json.loads((out / "metrics.json").read_text())["methods"]
+    methods = assert_typed_round_trip(out)["methods"]
     assert list(methods) == ["nft", "reweighting", "thresholds"]
     dp = {m: methods[m]["test"]["aggregates"]["positive_rate"]["difference"] for m in methods}
     assert dp["thresholds"] < dp["nft"], dp

@@ -8,7 +8,14 @@ import pytest
 
 from constrained_fairness.cli import main
 
-from ..helpers import cfair, tensorboard_scalars, tiny_config, wandb_history, write_synthetic_csv
+from ..helpers import (
+    assert_typed_round_trip,
+    cfair,
+    tensorboard_scalars,
+    tiny_config,
+    wandb_history,
+    write_synthetic_csv,
+)
 
 SPLITS = ("train", "val", "test")
 
@@ -28,7 +35,7 @@ def test_run_writes_the_run_folder(tmp_path):
         "checkpoints/ceag.pt",
     ):
         assert (run / name).is_file(), name
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = assert_typed_round_trip(run)
     assert metrics["tolerance"] == 0.01 and metrics["sparsity"] == 0.9 and "wall_seconds" not in metrics
     assert json.loads((run / "timing.json").read_text())["wall_seconds"] > 0
     assert list(metrics["methods"]) == ["nft", "nft_es", "el", "ceag"]
@@ -188,7 +195,7 @@ def test_several_constraints_at_once_each_with_its_own_multipliers(tmp_path):
     )
     config = tiny_config(tmp_path, methods="[nft, constrained]", constraints=constraints)
     assert main(["run", str(config), "--output", str(tmp_path / "run"), "--quiet"]) == 0
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = assert_typed_round_trip(tmp_path / "run")
     constrained = metrics["methods"]["constrained"]
     assert set(constrained["multipliers"]) == {"excess_accuracy_gap", "demographic_parity"}
     assert len(constrained["multipliers"]["excess_accuracy_gap"]) == len(metrics["groups"])  # color x sex
