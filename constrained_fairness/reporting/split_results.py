@@ -1,0 +1,253 @@
+"""The leaves of the typed results (:mod:`.results`): one method on one split, its groups,
+intervals, aggregates over groups, verdicts and declared-constraint reports.
+
+Each class writes its ``metrics.json`` entry with ``to_json`` (keys in the order the protocol
+writes them) and reads one with ``from_json``, where an absent key or a value that is not a
+finite number reads as ``None`` and an unknown key is ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Number = float | int | None
+JSON = dict[str, Any]
+
+BASE_GROUP_STATISTICS = ("accuracy", "dense_accuracy", "eag")
+"""The per-group statistics every method entry has (the others come from the bootstrap)."""
+
+
+def number(value: Any) -> Number:
+    """``value`` if it is a finite ``int`` or ``float`` (booleans excluded), else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def mapping(value: Any) -> Mapping:
+    return value if isinstance(value, Mapping) else {}
+
+
+@dataclass
+class Interval:
+    """A confidence interval ``[low, high]`` (either end ``None`` when it does not exist)."""
+
+    low: Number = None
+    high: Number = None
+
+    def to_json(self) -> list[Number]:
+        return [self.low, self.high]
+
+    @classmethod
+    def from_json(cls, value: Any) -> Interval | None:
+        if not isinstance(value, Sequence) or isinstance(value, (str, bytes)) or len(value) != 2:
+            return None
+        return cls(number(value[0]), number(value[1]))
+
+    @property
+    def complete(self) -> bool:
+        return self.low is not None and self.high is not None
+
+
+@dataclass
+class GroupResult:
+    """One group on one split: its size, accuracy, the dense model's accuracy, the EAG
+    ``ψ[g] = (acc_d[g] − acc_s[g]) − (acc_d − acc_s)``, and the bootstrap statistics.
+
+    ``intervals`` holds each bootstrapped statistic's interval in evaluation order;
+    ``statistics`` the values of those beyond :data:`BASE_GROUP_STATISTICS` (``loss``,
+    ``positive_rate``, ``tpr``, ``fpr``).
+    """
+
+    n: int | None = None
+    accuracy: Number = None
+    dense_accuracy: Number = None
+    eag: Number = None
+    statistics: dict[str, Number] = field(default_factory=dict)
+    intervals: dict[str, Interval] = field(default_factory=dict)
+
+    def value(self, statistic: str) -> Number:
+        """A statistic by name: a base field or one of :attr:`statistics`."""
+        if statistic in BASE_GROUP_STATISTICS:
+            return getattr(self, statistic)
+        return self.statistics.get(statistic)
+
+    def interval(self, statistic: str) -> Interval | None:
+        return self.intervals.get(statistic)
+
+    def to_json(self) -> JSON:
+        out: JSON = {"n": self.n, **{s: getattr(self, s) for s in BASE_GROUP_STATISTICS}}
+        for name, interval in self.intervals.items():
+            if name not in BASE_GROUP_STATISTICS:
+                out[name] = self.statistics.get(name)
+            out[f"{name}_ci"] = interval.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, entry: Any) -> GroupResult:
+        entry = mapping(entry)
+        n = entry.get("n")
+        out = cls(
+            n=n if isinstance(n, int) and not isinstance(n, bool) else None,
+            **{s: number(entry.get(s)) for s in BASE_GROUP_STATISTICS},
+        )
+        for key, value in entry.items():
+            if key.endswith("_ci"):
+                interval = Interval.from_json(value)
+                if interval is not None:
+                    out.intervals[key[: -len("_ci")]] = interval
+            elif key != "n" and key not in BASE_GROUP_STATISTICS:
+                out.statistics[key] = number(value)
+        return out
+
+
+@dataclass
+class Aggregate:
+    """A statistic over the present groups: ``group_min``, ``group_max``, ``difference`` =
+    max − min and ``ratio`` = min / max."""
+
+    group_min: Number = None
+    group_max: Number = None
+    difference: Number = None
+    ratio: Number = None
+
+    def to_json(self) -> JSON:
+        return {k: getattr(self, k) for k in ("group_min", "group_max", "difference", "ratio")}
+
+    @classmethod
+    def from_json(cls, entry: Any) -> Aggregate:
+        e = mapping(entry)
+        return cls(*(number(e.get(k)) for k in ("group_min", "group_max", "difference", "ratio")))
+
+
+@dataclass
+class VerdictStatistic:
+    """A constraint's per-group statistic with its interval and the group's size."""
+
+    value: Number = None
+    ci: Interval = field(default_factory=Interval)
+    n: int | None = None
+
+    def to_json(self) -> JSON:
+        return {"value": self.value, "ci": self.ci.to_json(), "n": self.n}
+
+    @classmethod
+    def from_json(cls, entry: Any) -> VerdictStatistic:
+        e = mapping(entry)
+        n = e.get("n")
+        return cls(
+            number(e.get("value")),
+            Interval.from_json(e.get("ci")) or Interval(),
+            n if isinstance(n, int) else None,
+        )
+
+
+@dataclass
+class Verdict:
+    """The groups of one split by verdict (satisfied, violated, uncertain, too small) for
+    ``s[g] ≤ tolerance``; see :mod:`.group_evaluation`."""
+
+    tolerance: Number = None
+    counts: dict[str, int] = field(default_factory=dict)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    min_group_size: int | None = None
+    statistic: dict[str, VerdictStatistic] | None = None  # of a declared constraint
+
+    def to_json(self) -> JSON:
+        out: JSON = {
+            "tolerance": self.tolerance,
+            "counts": dict(self.counts),
+            "groups": {k: list(v) for k, v in self.groups.items()},
+            "min_group_size": self.min_group_size,
+        }
+        if self.statistic is not None:
+            out["statistic"] = {g: s.to_json() for g, s in self.statistic.items()}
+        return out
+
+    @classmethod
+    def from_json(cls, entry: Any) -> Verdict:
+        e = mapping(entry)
+        statistic = e.get("statistic")
+        return cls(
+            tolerance=number(e.get("tolerance")),
+            counts={str(k): v for k, v in mapping(e.get("counts")).items() if isinstance(v, int)},
+            groups={
+                str(k): [str(g) for g in v]
+                for k, v in mapping(e.get("groups")).items()
+                if isinstance(v, list)
+            },
+            min_group_size=e.get("min_group_size") if isinstance(e.get("min_group_size"), int) else None,
+            statistic=None
+            if not isinstance(statistic, Mapping)
+            else {str(g): VerdictStatistic.from_json(s) for g, s in statistic.items()},
+        )
+
+
+@dataclass
+class SplitResult:
+    """One method on one split: accuracy, loss, ``max_g ψ[g]`` with its interval, the sweeps'
+    selection score, per-group results, aggregates over groups and verdicts by constraint."""
+
+    accuracy: Number = None
+    loss: Number = None
+    max_eag: Number = None
+    score: Number = None
+    groups: dict[str, GroupResult] = field(default_factory=dict)
+    max_eag_ci: Interval | None = None
+    aggregates: dict[str, Aggregate] | None = None
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+
+    def group(self, name: str) -> GroupResult:
+        """The group's result (an empty one when the split does not list it)."""
+        return self.groups.get(name) or GroupResult()
+
+    def to_json(self) -> JSON:
+        out: JSON = {"accuracy": self.accuracy, "loss": self.loss, "max_eag": self.max_eag}
+        if self.score is not None:
+            out["score"] = self.score
+        out["groups"] = {g: r.to_json() for g, r in self.groups.items()}
+        if self.max_eag_ci is not None:
+            out["max_eag_ci"] = self.max_eag_ci.to_json()
+        if self.aggregates is not None:  # the bootstrap writes both
+            out["aggregates"] = {s: a.to_json() for s, a in self.aggregates.items()}
+        if self.aggregates is not None or self.verdicts:
+            out["verdicts"] = {c: v.to_json() for c, v in self.verdicts.items()}
+        return out
+
+    @classmethod
+    def from_json(cls, entry: Any) -> SplitResult:
+        e = mapping(entry)
+        aggregates = e.get("aggregates")
+        return cls(
+            accuracy=number(e.get("accuracy")),
+            loss=number(e.get("loss")),
+            max_eag=number(e.get("max_eag")),
+            score=number(e.get("score")),
+            groups={str(g): GroupResult.from_json(r) for g, r in mapping(e.get("groups")).items()},
+            max_eag_ci=Interval.from_json(e.get("max_eag_ci")),
+            aggregates=None
+            if not isinstance(aggregates, Mapping)
+            else {str(s): Aggregate.from_json(a) for s, a in aggregates.items()},
+            verdicts={str(c): Verdict.from_json(v) for c, v in mapping(e.get("verdicts")).items()},
+        )
+
+
+@dataclass
+class ConstraintReport:
+    """A declared constraint on one whole split: each row's strict violation (net of the
+    tolerance; ``None`` for an absent group) and their maximum."""
+
+    max_violation: Number = None
+    violations: dict[str, Number] = field(default_factory=dict)
+
+    def to_json(self) -> JSON:
+        return {"max_violation": self.max_violation, "violations": dict(self.violations)}
+
+    @classmethod
+    def from_json(cls, entry: Any) -> ConstraintReport:
+        e = mapping(entry)
+        violations = {str(r): number(v) for r, v in mapping(e.get("violations")).items()}
+        return cls(number(e.get("max_violation")), violations)
