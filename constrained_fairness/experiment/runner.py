@@ -43,23 +43,20 @@ from ..data.splits import SPLITS
 from ..files import atomic_write_text
 from ..groups import GroupIndex, Grouping
 from ..models import ModelFactory, model_factory
-from ..problem import FairnessProblem
 from ..registry import METHODS
 from ..reporting.results import DenseSplit, MethodResult, RunResults
 from ..runtime.device import resolve_device
 from ..runtime.distributed import broadcast_object, init_from_environment, rank, world_size
-from ..runtime.precision import autocast_dtype, grad_scaler
-from ..sparsity import MagnitudePruner, branch_epoch, sparsity_schedule
-from ..training.batches import LoaderBatches, TensorBatches
+from ..runtime.precision import autocast_dtype
+from ..sparsity import branch_epoch
 from ..training.checkpoint import load_model_weights, save_atomic
 from ..training.evaluation import Evaluator
 from ..training.loggers import RunLogger
-from ..training.optimizers import build_cooper_optimizer, dense_optimizer, sparse_optimizer
-from ..training.trainer import Trainer
 from .methods import MethodContext, method_name, thresholds_entry, trained_methods
 from .outputs import write_run_files
 from .results import MethodResults, achieved_sparsity, nft_es_name
 from .run_dir import StageCheckpoints, check_same_config, prepare_run_dir
+from .stages import StageTrainers
 from .validation import check_batch_sizes, check_constraint_attributes, check_methods_fit_data, unique_names
 
 
@@ -118,7 +115,6 @@ class Experiment:
         else:  # evaluate the training images without augmentation; train on them with it
             self.splits = {s: getattr(self.data, s) for s in self.split_names}
             self.splits["train"] = self.data.train_eval or self.data.train
-            self.train_set = self.data.train
         self.autocast_dtype = autocast_dtype(cfg.precision)
         self.evaluator = Evaluator(
             self.splits,
@@ -128,31 +124,25 @@ class Experiment:
             self.autocast_dtype,
             tolerance=cfg.ceag.tolerance,  # of the sweeps' selection score
         )
-        self.context = BuildContext(self.data.num_classes, None, self.device)
-        self.report_constraints: list[tuple[str, GroupStatisticConstraint]] = []
-        self.logger: RunLogger | None = None
         self.dense_layout: str | None = None  # the recognised format of model.checkpoint
         # NHWC is a GPU speed-up; on the CPU some convolutions are far slower in it (the 1x1
         # stride-2 shortcut convs of ResNet-56; experiments/README.md has the measurement)
         self.channels_last = cfg.channels_last and self.device.type == "cuda"
-
-    # -- helpers -----------------------------------------------------------------------
-    def _batches(self, batch_size: int) -> TensorBatches | LoaderBatches:
-        train = self.splits["train"]
-        if isinstance(train, tuple):
-            return TensorBatches(*train, batch_size, True, self.cfg.seed, self.rank, self.world)
-        d = self.cfg.data
-        return LoaderBatches(
-            self.train_set,
-            batch_size,
-            True,
-            self.cfg.seed,
-            d.num_workers,
-            d.pin_memory,
+        self.trainers = StageTrainers(
+            cfg,
+            self.splits["train"],
+            None if isinstance(self.data, TabularData) else self.data.train,
+            self.evaluator,
+            self.device,
             self.rank,
             self.world,
+            self.autocast_dtype,
+            self.channels_last,
+            self.select_on,
+            progress=progress,
         )
 
+    # -- helpers -----------------------------------------------------------------------
     def input_shape(self) -> tuple[int, ...] | None:
         """The shape of one input: ``(features,)`` for tables; for datasets, read from the first
         training item, only for a model factory that needs it (built-in ones do not)."""
@@ -170,46 +160,6 @@ class Experiment:
             model = model.to(memory_format=torch.channels_last)
         return model
 
-    def _problem(self, constraints: list[GroupConstraint], names: list[str]) -> FairnessProblem:
-        problem = FairnessProblem(constraints, names)
-        problem.autocast_dtype = self.autocast_dtype
-        problem.channels_last = self.channels_last
-        return problem
-
-    def _trainer(
-        self,
-        name: str,
-        model: torch.nn.Module,
-        problem: FairnessProblem,
-        primal: torch.optim.Optimizer,
-        duals: list,
-        batch_size: int,
-        **kwargs: Any,
-    ) -> Trainer:
-        net = model
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            net = DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-        return Trainer(
-            name,
-            model,
-            problem,
-            build_cooper_optimizer(problem, primal, duals, grad_scaler(self.cfg.precision, self.device)),
-            self._batches(batch_size),
-            self.evaluator,
-            logger=self.logger,
-            log_every=self.cfg.logging.log_every,
-            progress=self.progress and self.rank == 0,
-            net=net,
-            every_steps=self.cfg.checkpoint.every_steps,
-            nonfinite=self.cfg.guards.nonfinite,
-            multiplier_warning=self.cfg.guards.multiplier_warning,
-            **kwargs,
-        )
-
     # -- stages ------------------------------------------------------------------------
     def dense_model(self) -> torch.nn.Module:
         model = self._new_model()
@@ -225,44 +175,16 @@ class Experiment:
                 source = {"model": model.state_dict(), "source": str(self.cfg.model.checkpoint)}
                 save_atomic(source, self.run_dir / "checkpoints" / "dense.pt")
             return model
-        d = self.cfg.dense
-        primal, scheduler = dense_optimizer(model, d)
-        trainer = self._trainer(
-            "dense", model, self._problem([], []), primal, [], d.batch_size, scheduler=scheduler
-        )
+        trainer = self.trainers.dense(model)
         self.checkpoints.resume_into(trainer, "dense")
-        trainer.run(d.epochs, self.checkpoints.save_to("dense"))
+        trainer.run(self.cfg.dense.epochs, self.checkpoints.save_to("dense"))
         self.history += trainer.history
         return model
 
-    def sparse_trainer(
-        self,
-        name: str,
-        model: torch.nn.Module,
-        constraints: list[GroupConstraint],
-        names: list[str],
-        duals: list,
-    ) -> Trainer:
-        """A trainer for the sparse stage (GMP then fine-tuning) of one method."""
-        p, f = self.cfg.pruning, self.cfg.finetune
-        primal, scheduler = sparse_optimizer(model, f, p.epochs + f.epochs)
-        return self._trainer(
-            name,
-            model,
-            self._problem(constraints, names),
-            primal,
-            duals,
-            f.batch_size,
-            scheduler=scheduler,
-            pruner=MagnitudePruner(model, p.scope, p.dense_layers, p.rounding),
-            sparsity_at=sparsity_schedule(p.schedule, p.epochs, p.sparsity),
-            select_on=self.select_on,
-        )
-
-    def declared_constraints(self, context: BuildContext | None = None) -> list[GroupConstraint]:
+    def declared_constraints(self, context: BuildContext) -> list[GroupConstraint]:
         """Fresh instances of the ``constraints:`` entries."""
         return [
-            build_constraint(spec, grouping, context or self.context)
+            build_constraint(spec, grouping, context)
             for spec, grouping in zip(self.cfg.constraints, self.constraint_groupings, strict=True)
         ]
 
@@ -278,14 +200,14 @@ class Experiment:
             atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
             if not self.resume:
                 (self.run_dir / "history.jsonl").unlink(missing_ok=True)
-            self.logger = RunLogger(
+            self.trainers.logger = RunLogger(
                 self.run_dir, cfg.to_dict(), cfg.logging.wandb, cfg.logging.tensorboard, resume=resume
             )
         try:
             results = self._run_stages()
         finally:
-            if self.logger is not None:
-                self.logger.close()
+            if self.trainers.logger is not None:
+                self.trainers.logger.close()
         results.world_size = self.world
         if self.rank != 0:
             return results
@@ -298,11 +220,11 @@ class Experiment:
         dense = self.dense_model()
         dense_outputs = self.evaluator.set_dense_reference(dense)
         dense_stats = self.evaluator.dense or {}
-        self.context.dense_train = dense_outputs["train"]
-        reference = self.context.reference(self.grouping)
+        build = BuildContext(self.data.num_classes, dense_outputs["train"], self.device)
+        reference = build.reference(self.grouping)
         # the declared constraints once more, on the CPU, to evaluate every method against them
-        cpu = BuildContext(self.context.num_classes, self.context.dense_train, torch.device("cpu"))
-        self.report_constraints = [
+        cpu = BuildContext(build.num_classes, build.dense_train, torch.device("cpu"))
+        report_constraints = [
             (name, c)
             for name, c in zip(self.constraint_names, self.declared_constraints(cpu), strict=True)
             if isinstance(c, GroupStatisticConstraint)
@@ -312,7 +234,7 @@ class Experiment:
             return self._run_entry(0.0, {}, dense_summary, {})
 
         branch = branch_epoch(cfg.pruning.schedule, cfg.pruning.epochs, cfg.pruning.mitigate_while_pruning)
-        shared = self.sparse_trainer("gmp", dense, [], [], [])
+        shared = self.trainers.sparse("gmp", dense, [], [], [])
         self.checkpoints.resume_into(shared, "gmp")
         shared.run(branch, self.checkpoints.save_to("gmp"))
         self.history += shared.history
@@ -326,7 +248,7 @@ class Experiment:
             self.evaluator,
             cfg.evaluation,
             cfg.ceag.tolerance,
-            self.report_constraints,
+            report_constraints,
         )
         methods: dict[str, MethodResult] = {}
         achieved: dict[str, Any] = {}
@@ -334,11 +256,11 @@ class Experiment:
             cfg,
             reference,
             self.grouping,
-            self.context.dense_train,
-            self.context.num_classes,
+            build.dense_train,
+            build.num_classes,
             self.device,
             declared=lambda: (
-                self.declared_constraints(),
+                self.declared_constraints(build),
                 list(self.constraint_names),
                 [s.dual for s in cfg.constraints],
             ),
@@ -347,7 +269,7 @@ class Experiment:
             method = method_name(entry)
             model = self._new_model()
             setup = METHODS.resolve(entry)(context)
-            trainer = self.sparse_trainer(method, model, setup.constraints, setup.names, setup.duals)
+            trainer = self.trainers.sparse(method, model, setup.constraints, setup.names, setup.duals)
             if setup.sample_weights is not None:
                 trainer.problem.sample_weights = setup.sample_weights
             if not self.checkpoints.resume_into(trainer, method):
