@@ -15,6 +15,12 @@ Every gap reported is *pooled*: computed once over all rows of the split (per-gr
 sums over every batch), not averaged over batches. Validation runs the model in
 inference mode (per-batch projection from ``b_tau`` rows, offsets below), so the
 validation gap is the gap of the predictions users will get.
+
+Under DDP (``torch.distributed`` initialised with several ranks, e.g. by ``torchrun``) every
+rank makes the same calls with its own shard of each split, e.g. a ``DataLoader`` with a
+``DistributedSampler`` (the global batch is the sum of the ranks' batches). Gradients are
+averaged over ranks, the constraint statistics, losses and gaps are pooled over ranks, and
+rank 0 alone writes checkpoints and logs: see :mod:`.parallel`.
 """
 
 from __future__ import annotations
@@ -29,24 +35,24 @@ import cooper
 import torch
 from torch import nn
 
-from ..config import ConstraintConfig, DualConfig
+from ..config import DualConfig
 from ..constraints.base import BatchOutputs
-from ..constraints.mean_score import MeanPredictionGap, MeanResidual, attribute_gaps
-from ..constraints.registry import BuildContext, build_constraint
 from ..constraints.statistic import GroupStatisticConstraint
-from ..errors import CheckpointError, ConfigError, DataError
-from ..problem import FairnessProblem
+from ..errors import ConfigError, DataError
 from ..runtime.device import resolve_device
-from ..runtime.precision import autocast_dtype, grad_scaler
-from ..training.checkpoint import load_checkpoint, save_atomic
-from ..training.optimizers import build_cooper_optimizer, build_dual_optimizer, quiet_sparse_checks
+from ..runtime.precision import autocast_dtype
+from ..training.optimizers import build_dual_optimizer, quiet_sparse_checks
 from ..training.step import NONFINITE_POLICIES, TrainingStep
+from .checkpointing import CHECKPOINT_FORMAT, load_trainer, save_trainer
+from .constraint import fairness_constraint, record_groups, training_step
 from .criterion import CriterionView
 from .early_stopping import EarlyStopping
-from .model import FairModel, _feature_batches
+from .evaluation import SplitTotals
+from .history import HISTORY_KEYS, empty_history, progress_line, run_logger
+from .model import FairModel
+from .parallel import is_writer, routed, sync_offsets, wrap
 
-CHECKPOINT_FORMAT = "constrained_fairness.FairTrainer/1"
-HISTORY_KEYS = ("train_loss", "val_loss", "train_fairness_gap", "val_fairness_gap", "learning_rate")
+__all__ = ["CHECKPOINT_FORMAT", "HISTORY_KEYS", "FairTrainer"]
 
 
 class FairTrainer:
@@ -65,7 +71,8 @@ class FairTrainer:
         dual_lr: step size of the multipliers' gradient ascent (Lagrangian enforcement).
         dual_optimizer: ``nupi`` (default; Cooper's damped PI controller) or ``sgd``.
         early_stopping_metric: ``best_feasible`` (default) or ``loss``; see :mod:`.early_stopping`.
-        log_dir: if given, ``history.jsonl`` plus TensorBoard and/or wandb logs go there.
+        log_dir: if given, ``history.jsonl`` plus TensorBoard and/or wandb logs go there
+            (rank 0 only under DDP).
         wandb_mode: ``disabled`` (default), ``offline`` or ``online``.
         tensorboard: write TensorBoard event files to ``log_dir/tensorboard/fair_trainer``.
         nonfinite: ``stop`` (default: a one-line :class:`TrainingDiverged` before the bad
@@ -77,7 +84,11 @@ class FairTrainer:
     Every step is the protocol's :class:`~constrained_fairness.training.step.TrainingStep`
     on a :class:`~constrained_fairness.problem.FairnessProblem` whose objective is
     ``criterion``, with the optimizers of
-    :func:`~constrained_fairness.training.optimizers.build_cooper_optimizer`.
+    :func:`~constrained_fairness.training.optimizers.build_cooper_optimizer` (:mod:`.constraint`).
+
+    Under DDP pass each rank its shard (a ``DataLoader`` with a ``DistributedSampler``, whose
+    ``set_epoch`` you call when it shuffles) and its device (e.g. ``cuda:LOCAL_RANK``), and make
+    the same calls on every rank; see :mod:`.parallel`.
     """
 
     def __init__(
@@ -117,7 +128,7 @@ class FairTrainer:
         self.early_stopping = EarlyStopping(
             early_stopping_patience, early_stopping_delta, early_stopping_metric, model.fairness_tolerance
         )
-        self.history: dict[str, list] = self._empty_history()
+        self.history: dict[str, list] = empty_history()
         self.epoch = 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self.last_evaluation: dict[str, Any] = {}
@@ -131,12 +142,9 @@ class FairTrainer:
         self._cooper: cooper.optim.CooperOptimizer | None = None
         self._step: TrainingStep | None = None
         self._skipped = 0
+        self._ddp: nn.Module | None = None  # DistributedDataParallel(model.network) under DDP
 
     # -- constraint and optimizers -------------------------------------------------------
-    @staticmethod
-    def _empty_history() -> dict[str, list]:
-        return {key: [] for key in (*HISTORY_KEYS, "val_attribute_gaps", "multipliers")}
-
     @property
     def lagrangian(self) -> bool:
         return self.model.enforcement == "lagrangian"
@@ -144,37 +152,20 @@ class FairTrainer:
     def _prepare(self, loader: Any) -> GroupStatisticConstraint:
         """Record the attribute values (from the whole training set) and build the constraint."""
         if not self.model.has_groups:
-            columns = [x[:, self.model.protected_attr_idx].float() for x in _feature_batches(loader, 4096)]
-            if not columns:
-                raise DataError("the training loader yields no batch; pass a loader with at least one batch")
-            values = torch.cat(columns)
-            fractional = (values != values.round()).any(dim=0)
-            if bool(fractional.any()):
-                column = self.model.protected_attr_idx[int(fractional.nonzero()[0, 0])]
-                raise DataError(
-                    f"protected column {column} of X is not discrete (non-integer values); "
-                    "encode the attribute as integer codes, or fix protected_attr_idx"
-                )
-            self.model.set_groups(values.long().to(self.device))
+            record_groups(self.model, loader, self.device)
         if self._constraint is None:
-            self._constraint = self._build_constraint()
-            constrained = [self._constraint] if self.lagrangian else []  # projection: measured only
-            problem = FairnessProblem(
-                constrained, ["fairness"] * len(constrained), objective=self.criterion_view
-            )
-            problem.autocast_dtype = self.autocast_dtype
-            duals = [self.dual_config] * len(constrained)
-            scaler = grad_scaler(self.precision, self.device)
-            self._cooper = build_cooper_optimizer(problem, self.optimizer, duals, scaler)
-            self._step = TrainingStep(
+            self._constraint = fairness_constraint(self.model, self.lagrangian, self.device)
+            self._cooper, self._step = training_step(
                 self.model,
-                problem,
-                self._cooper,
+                self._constraint,
+                self.criterion_view,
+                self.optimizer,
+                self.dual_config,
+                precision=self.precision,
+                autocast_dtype=self.autocast_dtype,
+                device=self.device,
                 nonfinite=self.nonfinite,
                 where=lambda: f"epoch {self.epoch + 1}",
-                hint="pass nonfinite='skip' to drop such batches",
-                advice="lower the learning rate (or dual_lr), or check the inputs for NaN",
-                kept="",
             )
             self._step.skipped = self._skipped
             if self.lagrangian:
@@ -188,22 +179,6 @@ class FairTrainer:
 
     def _dual_optimizer(self) -> torch.optim.Optimizer | None:
         return self._cooper.dual_optimizers[0] if self.lagrangian and self._cooper is not None else None
-
-    def _build_constraint(self) -> GroupStatisticConstraint:
-        model, grouping = self.model, self.model.grouping()
-        if model.fairness_metric == "mean_pred" or not self.lagrangian:
-            return MeanPredictionGap(grouping, model.fairness_tolerance, device=self.device)
-        if model.fairness_metric == "mean_residual":
-            return MeanResidual(grouping, model.fairness_tolerance, device=self.device)
-        spec = ConstraintConfig(
-            type=model.fairness_metric,
-            mode="marginal",
-            tolerance=model.fairness_tolerance,
-            bound=model.fairness_tolerance,
-            buffer_size=0,
-        )
-        context = BuildContext(num_classes=max(2, model.output_dim), device=self.device)
-        return build_constraint(spec, grouping, context)
 
     def _load_multipliers(self) -> None:
         weight = self._constraint.multiplier.weight
@@ -228,10 +203,9 @@ class FairTrainer:
     def _attributes(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.group_indices(self.model.protected_codes(x))
 
-    def _gaps(self, outputs: BatchOutputs) -> tuple[float, list[float]]:
-        gaps = attribute_gaps(self._constraint, outputs).tolist()
-        finite = [g for g in gaps if not math.isnan(g)]
-        return (max(finite) if finite else math.nan), gaps
+    def _calibrate(self, loader: Iterable) -> None:
+        self.model.calibrate(loader)
+        sync_offsets(self.model)  # DDP: rank 0's offsets everywhere
 
     # -- epochs --------------------------------------------------------------------------------
     @quiet_sparse_checks
@@ -240,46 +214,48 @@ class FairTrainer:
         training outputs). With ``calibrate`` the inference offsets are then recomputed from
         the training predictions (:meth:`FairModel.calibrate`)."""
         self._prepare(train_loader)
+        if self._ddp is None:
+            self._ddp = wrap(self.model, self.device)  # None without DDP
         self.model.train()
-        total, rows, seen = 0.0, 0, []
-        for x, y in train_loader:
-            x, y = x.to(self.device, torch.float32), y.to(self.device)
-            attributes = self._attributes(x)
-            rollout = self._step(model=self.model, inputs=x, targets=y, attributes=attributes)
-            if rollout is None:  # a non-finite batch, skipped
-                continue
-            loss, batch = rollout.loss, rollout.cmp_state.misc["batch"]  # reuse the step's outputs
-            batch = BatchOutputs(
-                batch.logits.detach(), batch.targets, batch.attributes, batch.losses.detach()
-            )
-            total += float(loss.detach()) * len(x)
-            rows += len(x)
-            seen.append(batch)
-        if rows == 0:
+        totals = SplitTotals(self.device)
+        with routed(self.model, self._ddp):  # DDP: the network's gradients are all-reduced
+            for x, y in train_loader:
+                x, y = x.to(self.device, torch.float32), y.to(self.device)
+                attributes = self._attributes(x)
+                rollout = self._step(model=self.model, inputs=x, targets=y, attributes=attributes)
+                if rollout is None:  # a non-finite batch, skipped
+                    continue
+                loss, batch = rollout.loss, rollout.cmp_state.misc["batch"]  # reuse the step's outputs
+                batch = BatchOutputs(
+                    batch.logits.detach(), batch.targets, batch.attributes, batch.losses.detach()
+                )
+                totals.add(float(loss.detach()), len(x), batch)
+        if not totals.seen_rows():
             raise DataError("the training loader yields no batch; pass a loader with at least one batch")
         self._store_multipliers()
         if calibrate:
-            self.model.calibrate(train_loader)
-        return total / rows, self._gaps(_concat(seen))[0]
+            self._calibrate(train_loader)
+        return totals.mean_loss(), totals.gaps(self._constraint)[0]
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable) -> dict[str, Any]:
         """Inference-mode metrics on every row of ``loader`` (labels are read only here,
-        for the loss and the label-dependent metrics, never by the model)."""
+        for the loss and the label-dependent metrics, never by the model); under DDP on
+        every row of every rank's ``loader``, the same on every rank."""
         if self._constraint is None:
             raise ConfigError("the trainer has not seen training data yet; call fit or train_epoch first")
         self.model.eval()
-        total, rows, seen, correct = 0.0, 0, [], 0.0
+        totals, view = SplitTotals(self.device), self.criterion_view
         for x, y in loader:
             x, y = x.to(self.device, torch.float32), y.to(self.device)
             outputs = self.model(x)
-            total += float(self.criterion_view.loss(outputs, y)) * len(x)
-            rows += len(x)
-            seen.append(self.criterion_view.batch_outputs(outputs, y, self._attributes(x)))
-            correct += float(self.criterion_view.correct(outputs, y))
-        if rows == 0:
+            loss = float(view.loss(outputs, y))
+            batch = view.batch_outputs(outputs, y, self._attributes(x))
+            totals.add(loss, len(x), batch, float(view.correct(outputs, y)))
+        if not totals.seen_rows():
             raise DataError("the evaluation loader yields no batch; pass a loader with at least one row")
-        gap, gaps = self._gaps(_concat(seen))
+        total, rows, correct = totals.pooled()  # DDP: summed over ranks
+        gap, gaps = totals.gaps(self._constraint)
         names = [f"x[{i}]" for i in self.model.protected_attr_idx]
         result = {
             "n": rows,
@@ -317,7 +293,11 @@ class FairTrainer:
             raise ConfigError(f"epochs must be an int >= 1, got {epochs!r}")
         if isinstance(log_interval, bool) or not isinstance(log_interval, int) or log_interval < 1:
             raise ConfigError(f"log_interval must be an int >= 1, got {log_interval!r}")
-        logger = self._logger()
+        logger = None
+        if self.log_dir is not None and is_writer():  # DDP: rank 0 alone logs
+            logger = run_logger(
+                self.log_dir, self.model, self.dual_config.lr, self.wandb_mode, self.tensorboard
+            )
         if logger is not None:  # events after this epoch from an earlier fit are hidden (resume)
             logger.begin_stage("fair_trainer", self.epoch)
         try:
@@ -326,7 +306,7 @@ class FairTrainer:
                 # inference offsets: project the validation (else training) predictions; no labels
                 train_loss, train_gap = self.train_epoch(train_loader, calibrate=val_loader is None)
                 if val_loader is not None:
-                    self.model.calibrate(val_loader)
+                    self._calibrate(val_loader)
                 val_loss, val_gap, val_gaps = math.nan, math.nan, []
                 if val_loader is not None:
                     val_loss, val_gap = self.validate(val_loader)
@@ -349,10 +329,10 @@ class FairTrainer:
                     self.best_state = copy.deepcopy(self.model.state_dict())
                 if logger is not None:
                     logger.log_record({"step": self.epoch, "stage": "fair_trainer", **record})
-                if verbose and (self.epoch % log_interval == 0 or self.epoch == 1):
-                    print(self._progress_line(record))
+                if verbose and is_writer() and (self.epoch % log_interval == 0 or self.epoch == 1):
+                    print(progress_line(self.epoch, record))
                 if self.early_stopping.should_stop:
-                    if verbose:
+                    if verbose and is_writer():
                         best = self.early_stopping.best_epoch
                         print(f"Early stopping after epoch {self.epoch}: best epoch {best}")
                     break
@@ -377,98 +357,15 @@ class FairTrainer:
         else:
             self.scheduler.step()
 
-    def _progress_line(self, record: dict) -> str:
-        parts = [f"Epoch {self.epoch}"]
-        for key in HISTORY_KEYS:
-            value = record[key]
-            if not (isinstance(value, float) and math.isnan(value)):
-                parts.append(f"{key} {value:.4g}")
-        return " | ".join(parts)
-
-    def _logger(self) -> Any:
-        if self.log_dir is None:
-            return None
-        from ..training.loggers import RunLogger
-
-        config = {
-            "name": "fair_trainer",
-            "fairness_metric": self.model.fairness_metric,
-            "fairness_tolerance": self.model.fairness_tolerance,
-            "enforcement": self.model.enforcement,
-            "dual_lr": self.dual_config.lr,
-        }
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        return RunLogger(self.log_dir, config, wandb_mode=self.wandb_mode, tensorboard=self.tensorboard)
-
     # -- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, path: str | Path, include_history: bool = True) -> None:
         """Write model (with offsets and multipliers), optimizers, scheduler, early-stopping
-        state, best weights and (optionally) history, atomically; loadable with weights_only."""
-        self._store_multipliers()
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "epoch": self.epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "dual_optimizer": dual.state_dict() if (dual := self._dual_optimizer()) is not None else None,
-            "skipped": self.skipped,
-            "early_stopping": self.early_stopping.state_dict(),
-            "best_state": self.best_state,
-            "history": _plain(self.history) if include_history else None,
-        }
-        save_atomic(state, path)
+        state, best weights and (optionally) history, atomically; loadable with weights_only
+        (:mod:`.checkpointing`). Under DDP rank 0 alone writes; the other ranks write nothing
+        (call ``torch.distributed.barrier()`` before reading the file on them)."""
+        save_trainer(self, path, include_history)
 
     def load_checkpoint(self, path: str | Path) -> dict:
-        """Restore everything :meth:`save_checkpoint` wrote; returns the raw checkpoint."""
-        state = load_checkpoint(path)
-        found = state.get("format") if isinstance(state, dict) else None
-        if found != CHECKPOINT_FORMAT:
-            raise CheckpointError(
-                f"{path} is not a FairTrainer checkpoint (format {found!r}); "
-                "use a file written by FairTrainer.save_checkpoint"
-            )
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as exc:
-            detail = str(exc).strip().splitlines()
-            raise CheckpointError(
-                f"checkpoint {path} does not match this model ({detail[-1].strip()}); "
-                "build the same FairModel"
-            ) from None
-        self.model.to(self.device)
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self._constraint, self._cooper, self._step = None, None, None
-        self._skipped = int(state.get("skipped", 0))
-        if self.model.has_groups:
-            self._prepare(None)
-            dual = self._dual_optimizer()
-            if dual is not None and state["dual_optimizer"] is not None:
-                dual.load_state_dict(state["dual_optimizer"])
-        self.early_stopping.load_state_dict(state["early_stopping"])
-        self.best_state = state["best_state"]
-        self.epoch = int(state["epoch"])
-        if state["history"] is not None:
-            self.history = {key: list(values) for key, values in state["history"].items()}
-        return state
-
-
-def _concat(parts: list[BatchOutputs]) -> BatchOutputs:
-    return BatchOutputs(
-        *(torch.cat([getattr(p, f) for p in parts]) for f in ("logits", "targets", "attributes", "losses"))
-    )
-
-
-def _plain(value: Any) -> Any:
-    """Python floats/ints/lists only (numpy or tensor scalars would break weights_only loading)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if hasattr(value, "item"):
-        return value.item()
-    return value
+        """Restore everything :meth:`save_checkpoint` wrote; returns the raw checkpoint (under
+        DDP every rank reads ``path``: a file system all ranks share)."""
+        return load_trainer(self, path)
