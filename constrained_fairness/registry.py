@@ -1,5 +1,5 @@
 """Named factories that a user extends by import: the datasets, models and methods a config
-can name (the constraint types have their own, :mod:`constrained_fairness.constraints.registry`).
+can name (and the constraint types, :data:`constrained_fairness.constraints.registry.CONSTRAINTS`).
 
 A config names an entry by its registered name (``data.name: adult``) or by an import path,
 ``package.module:function``, which is imported when the run starts (from ``sys.path``; the

@@ -1,5 +1,5 @@
-"""Registries: datasets, models and methods of one's own, by decorator or by import path, from
-Python or from a config, without touching the library."""
+"""Registries: datasets, models, methods and constraint types of one's own, by decorator or
+by import path, from Python or from a config, without touching the library."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from constrained_fairness.config import load_config
-from constrained_fairness.constraints import EqualizedLoss
+from constrained_fairness.config import ConstraintConfig, load_config
+from constrained_fairness.constraints import DemographicParity, EqualizedLoss
+from constrained_fairness.constraints.registry import BuildContext, build_constraint
 from constrained_fairness.data.custom import from_dataset
 from constrained_fairness.errors import ConfigError, DataError
 from constrained_fairness.experiment import run_experiment
 from constrained_fairness.experiment.methods import MethodSetup
-from constrained_fairness.registry import DATASETS, METHODS, Registry
+from constrained_fairness.groups import Grouping
+from constrained_fairness.registry import DATASETS, Registry
 
 from .helpers import cfair
 
@@ -138,7 +140,27 @@ def test_registry_rejects_names_that_look_like_import_paths():
     registry = Registry("thing", "thing.name")
     with pytest.raises(ConfigError, match="without ':'"):
         registry.register("a:b")
-    assert "nft" in METHODS and "ceag" in METHODS
+
+
+def halved_parity(spec, grouping, context):
+    """A user's constraint type, named in a config by its import path."""
+    return DemographicParity(grouping, spec.tolerance / 2, context.num_classes, device=context.device)
+
+
+def test_a_constraint_type_is_a_registered_name_or_an_import_path():
+    grouping, context = Grouping.single(2), BuildContext(2)
+    own = build_constraint(
+        ConstraintConfig(type="tests.test_registry:halved_parity", tolerance=0.1), grouping, context
+    )
+    assert isinstance(own, DemographicParity) and own.tolerance == pytest.approx(0.05)
+    builtin = build_constraint(ConstraintConfig(type="demographic_parity", tolerance=0.1), grouping, context)
+    assert isinstance(builtin, DemographicParity) and builtin.tolerance == pytest.approx(0.1)
+    with pytest.raises(
+        ConfigError, match=r"^unknown constraint type 'demographic_parityy' .*'demographic_parity'\?"
+    ):
+        build_constraint(ConstraintConfig(type="demographic_parityy"), grouping, context)
+    with pytest.raises(ConfigError, match="has no function 'missing'"):
+        build_constraint(ConstraintConfig(type="tests.test_registry:missing"), grouping, context)
 
 
 def test_from_dataset_names_and_splits():

@@ -1,12 +1,13 @@
 """Constraint types by name, for configs: ``constraints: [{type: demographic_parity, ...}]``.
 
-``register_constraint("name")`` adds a type; its factory receives the constraint's config
-entry, its :class:`Grouping` and a :class:`BuildContext`.
+``register_constraint("name")`` adds a type (a :class:`~constrained_fairness.registry.Registry`,
+like the datasets, models and methods); its factory receives the constraint's config entry,
+its :class:`Grouping` and a :class:`BuildContext`. A config may also name a factory of one's
+own as ``type: package.module:function``.
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 from ..errors import ConfigError
 from ..groups import Grouping
 from ..metrics import GroupStats
+from ..registry import Registry
 from .accuracy_gap import ExcessAccuracyGap
 from .accuracy_parity import AccuracyParity, BoundedGroupLoss
 from .base import BatchOutputs, GroupConstraint
@@ -48,15 +50,14 @@ class BuildContext:
 
 
 Factory = Callable[[Any, Grouping, BuildContext], GroupConstraint]
-CONSTRAINT_TYPES: dict[str, Factory] = {}
+CONSTRAINTS: Registry[Factory] = Registry("constraint type", "constraints[].type")
+"""``factory(spec: ConstraintConfig, grouping: Grouping, context: BuildContext)`` →
+:class:`GroupConstraint`, by name; a config may also name ``package.module:function``."""
 
+register_constraint = CONSTRAINTS.register
+"""Decorator: ``@register_constraint("name")`` makes a factory a constraint type of configs."""
 
-def register_constraint(name: str) -> Callable[[Factory], Factory]:
-    def decorate(factory: Factory) -> Factory:
-        CONSTRAINT_TYPES[name] = factory
-        return factory
-
-    return decorate
+CONSTRAINT_TYPES = CONSTRAINTS  # the name of earlier versions
 
 
 RATE_TYPES = ("demographic_parity", "equal_opportunity", "equalized_odds")
@@ -65,7 +66,7 @@ RATE_TYPES = ("demographic_parity", "equal_opportunity", "equalized_odds")
 def check_constraint_spec(spec: Any, num_classes: int) -> None:
     """Checks that need no model: a known type, and one-vs-rest for rates on > 2 classes.
     Run before training, so that a bad entry fails at once."""
-    _check_type(spec.type)
+    CONSTRAINTS.check(spec.type)
     if spec.type in RATE_TYPES:
         positive_class_of(num_classes, spec.positive_class, spec.type)
     if spec.type == "bounded_group_loss" and (spec.bound is None or spec.bound < 0):
@@ -78,19 +79,9 @@ def check_constraint_spec(spec: Any, num_classes: int) -> None:
         )
 
 
-def _check_type(name: str) -> None:
-    if name not in CONSTRAINT_TYPES:
-        close = difflib.get_close_matches(name, CONSTRAINT_TYPES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"unknown constraint type {name!r}{hint} (known: {', '.join(sorted(CONSTRAINT_TYPES))})"
-        )
-
-
 def build_constraint(spec: Any, grouping: Grouping, context: BuildContext) -> GroupConstraint:
     """Build the constraint of one config entry (``spec.type`` names it)."""
-    _check_type(spec.type)
-    return CONSTRAINT_TYPES[spec.type](spec, grouping, context)
+    return CONSTRAINTS.resolve(spec.type)(spec, grouping, context)
 
 
 def _rate(cls: type) -> Factory:

@@ -29,14 +29,14 @@ from ..runtime.precision import grad_scaler
 from ..training.optimizers import build_cooper_optimizer
 from ..training.step import TrainingStep
 from .criterion import CriterionView
-from .model import FairModel, _feature_batches
+from .model import FairModel, feature_batches
 from .parallel import distinct_rows
 
 
 def record_groups(model: FairModel, loader: Any, device: torch.device) -> None:
     """``model.set_groups`` from the protected columns of every training row (a ``DataLoader``
     over a dataset is read whole, in order; under DDP the values of every rank count)."""
-    columns = [x[:, model.protected_attr_idx].float() for x in _feature_batches(loader, 4096)]
+    columns = [x[:, model.protected_attr_idx].float() for x in feature_batches(loader, 4096)]
     if not all_ranks(bool(columns)):
         raise DataError("the training loader yields no batch; pass a loader with at least one batch")
     values = distinct_rows(torch.cat(columns), device)

@@ -320,7 +320,7 @@ class FairModel(nn.Module):
         self.eval()
         try:
             raws, codes = [], []
-            for x in _feature_batches(data, batch_size):
+            for x in feature_batches(data, batch_size):
                 x = x.to(device=device, dtype=torch.float32)
                 raws.append(self.network(x).reshape(x.shape[0], -1))
                 codes.append(self.protected_codes(x))
@@ -350,7 +350,7 @@ class FairModel(nn.Module):
         )
 
 
-def _feature_batches(data: Any, batch_size: int) -> Iterator[torch.Tensor]:
+def feature_batches(data: Any, batch_size: int) -> Iterator[torch.Tensor]:
     """The feature tensors of ``data``: a tensor/array ``X``, or a loader of ``(X, y)`` batches
     (read in order from its dataset when it has one, so a shuffling sampler is not advanced)."""
     if isinstance(data, DataLoader):

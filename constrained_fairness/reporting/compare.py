@@ -30,7 +30,7 @@ import yaml
 from ..errors import DataError
 from ..files import atomic_write_text
 from .aggregate import mean_std
-from .html import _e, _figures, _page, _table, selection_note_html
+from .html import embedded_figures, html_escape, html_page, html_table, selection_note_html
 from .markdown import fmt, md_escape, md_table
 from .plots import new_figure, save_figure
 from .results import RunResults
@@ -216,12 +216,12 @@ def write_comparison(paths: Sequence[str], output: str | Path) -> Path:
         "",
     ]
     report = atomic_write_text(output / "compare.md", "\n".join(lines))
-    html_rows = [[_e(_shown(row, key)) for key, _ in COLUMNS] for row in rows]
+    html_rows = [[html_escape(_shown(row, key)) for key, _ in COLUMNS] for row in rows]
     notes = "".join(selection_note_html(m) for m in marked)
-    page = _page(
+    page = html_page(
         "cfair compare",
         f"<h1>Comparison of {len(runs)} runs</h1>"
-        f"{_table('Runs and methods', header, html_rows)}{notes}<h2>Curves</h2>{_figures(plots)}",
+        f"{html_table('Runs and methods', header, html_rows)}{notes}<h2>Curves</h2>{embedded_figures(plots)}",
     )
     atomic_write_text(output / "compare.html", page)
     return report

@@ -40,22 +40,21 @@ code { background: #f4f4f4; padding: 0 0.2em; }
 """
 
 
-def _e(value: Any) -> str:
+def html_escape(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _table(caption: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+def html_table(caption: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html_escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return (
-        f"<table><caption>{_e(caption)}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-    )
+    caption = f"<caption>{html_escape(caption)}</caption>"
+    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _page(title: str, body: str) -> str:
+def html_page(title: str, body: str) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>{body}</body></html>\n"
+        f"<title>{html_escape(title)}</title><style>{CSS}</style></head><body>{body}</body></html>\n"
     )
 
 
@@ -71,7 +70,7 @@ def _ci(interval: Interval | None) -> str:
 def _method_rows(results: RunResults) -> list[list[str]]:
     rows = []
     for name, method in results.items():
-        row = [_e(method_label(name, method))]
+        row = [html_escape(method_label(name, method))]
         for split in results.splits:
             s = method.split(split)
             row += [fmt(s.accuracy), f"{fmt(s.max_eag)} {_ci(s.max_eag_ci)}"]
@@ -84,15 +83,21 @@ def _method_rows(results: RunResults) -> list[list[str]]:
 def _verdict_section(results: RunResults) -> str:
     rows = []
     for method, split, constraint, groups in verdict_entries(results):
-        cells = [_e(method_label(method, results.methods.get(method))), _e(split), _e(constraint)]
+        cells = [
+            html_escape(method_label(method, results.methods.get(method))),
+            html_escape(split),
+            html_escape(constraint),
+        ]
         for kind in VERDICTS:
             members = groups.get(kind, [])
-            cells.append(f'<span class="{kind}" title="{_e(", ".join(members))}">{len(members)}</span>')
-        cells.append(_e(", ".join(groups.get("violated", [])) or "–"))
+            cells.append(
+                f'<span class="{kind}" title="{html_escape(", ".join(members))}">{len(members)}</span>'
+            )
+        cells.append(html_escape(", ".join(groups.get("violated", [])) or "–"))
         rows.append(cells)
     if not rows:
         return "<p>No verdicts (no bootstrap evaluation in this run).</p>"
-    return _table("Verdicts per group: CI upper ≤ ε, CI lower > ε, or neither", VERDICT_HEADER, rows)
+    return html_table("Verdicts per group: CI upper ≤ ε, CI lower > ε, or neither", VERDICT_HEADER, rows)
 
 
 def _group_tables(results: RunResults) -> str:
@@ -101,7 +106,7 @@ def _group_tables(results: RunResults) -> str:
         for split in results.splits:
             rows = [
                 [
-                    _e(group),
+                    html_escape(group),
                     str(row.n),
                     fmt(row.accuracy),
                     _ci(row.interval("accuracy")),
@@ -127,24 +132,26 @@ def _group_tables(results: RunResults) -> str:
                 "TPR",
                 "FPR",
             ]
-            out.append(_table(f"{method_label(name, method)} — {split}", header, rows))
+            out.append(html_table(f"{method_label(name, method)} — {split}", header, rows))
     return "\n".join(out)
 
 
-def _figures(plots: Path) -> str:
+def embedded_figures(plots: Path) -> str:
     out = []
     for png in sorted(plots.glob("*.png")):
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         out.append(
-            f'<figure><img alt="{_e(png.stem)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{_e(png.name)}</figcaption></figure>"
+            f'<figure><img alt="{html_escape(png.stem)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html_escape(png.name)}</figcaption></figure>"
         )
     return "\n".join(out)
 
 
 def selection_note_html(name: str) -> str:
     """The footnote of a method selected on the test split, as a ``<p class="note">``."""
-    note = selection_note(name, code=lambda s: f"<code>{_e(s)}</code>", em=lambda s: f"<em>{_e(s)}</em>")
+    note = selection_note(
+        name, code=lambda s: f"<code>{html_escape(s)}</code>", em=lambda s: f"<em>{html_escape(s)}</em>"
+    )
     return f'<p class="note">{note}</p>'
 
 
@@ -173,24 +180,26 @@ def format_html(metrics: Results, config: Mapping | None, plots: Path) -> str:
         ("methods", ", ".join(method_label(name, entry) for name, entry in methods.items())),
         ("seed", config.get("seed", "–")),
     ]
-    config_rows = [[_e(k), _e(v)] for k, v in summary]
+    config_rows = [[html_escape(k), html_escape(v)] for k, v in summary]
     method_header = (
         ["method"] + [f"{s} {k}" for s in splits for k in ("acc", "max EAG [CI]")] + ["feasible (train)"]
     )
     body = [
         "<h1>constrained_fairness run report</h1>",
-        _table("Configuration", ["key", "value"], config_rows),
+        html_table("Configuration", ["key", "value"], config_rows),
         "<h2>Methods</h2>",
-        _table("Accuracy and max EAG per split (bootstrap interval)", method_header, _method_rows(results)),
+        html_table(
+            "Accuracy and max EAG per split (bootstrap interval)", method_header, _method_rows(results)
+        ),
         selection_notes_html(results),
         "<h2>Verdicts</h2>",
         _verdict_section(results),
         "<h2>Plots</h2>",
-        _figures(plots),
+        embedded_figures(plots),
         "<h2>Per-group tables</h2>",
         _group_tables(results),
     ]
-    return _page(f"{config.get('name', 'run')} report", "".join(body))
+    return html_page(f"{config.get('name', 'run')} report", "".join(body))
 
 
 def write_html_report(run_dir: str | Path, metrics: Results, config: Mapping | None = None) -> Path:
