@@ -8,7 +8,8 @@ Glossary (one word per concept, in code, configs, files and messages):
 - **attribute**: a protected column, e.g. ``race``; its values are integer codes.
 - **group**: a set of samples defined by attribute values: one combination of all of them
   (intersectional) or one value of one attribute (marginal). Constraints and reports are
-  per group. (The projection's "cells" are its intersectional groups.)
+  per group. (The projection's "cells" are its intersectional groups: there, where the
+  constraint rows are per *marginal* group, the word keeps the two apart.)
 - **tolerance** (ε): the slack a constraint allows, ``c_g(θ) ≤ ε``.
 - **violation**: ``c_g(θ) − ε``; positive means infeasible. The *proxy* violation is the
   differentiable one the primal step sees, the *strict* one feeds the dual step.

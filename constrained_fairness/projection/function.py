@@ -64,7 +64,7 @@ def _kernels():  # -> the kernels module, or None without numba
 
 
 def _project_compiled(
-    predictions: torch.Tensor, codes: np.ndarray, eps: float, bounds: tuple[float, float] | None
+    predictions: torch.Tensor, codes: np.ndarray, tolerance: float, bounds: tuple[float, float] | None
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray] | None:
     """(z, cell, tight rows, inside) from one call of the compiled kernel, z in the
     predictions' dtype, shape and device; None where it does not apply (no numba, float16 or
@@ -76,7 +76,7 @@ def _project_compiled(
     lb, ub = bounds if bounds is not None else (-math.inf, math.inf)
     lo, hi = inward_bounds(bounds, predictions.dtype) if bounds is not None else (lb, ub)
     status, z, cell, rows, inside = kernels.project(
-        y, codes, eps, lb, ub, lo, hi, TOL_REL, ACTIVE_REL, FAST_ITER
+        y, codes, tolerance, lb, ub, lo, hi, TOL_REL, ACTIVE_REL, FAST_ITER
     )
     if status == kernels.NOT_FINITE:
         raise_non_finite()
@@ -88,17 +88,17 @@ def _project_compiled(
 
 
 def _project_numpy(
-    y: np.ndarray, codes: np.ndarray, eps: float, bounds: tuple[float, float] | None
+    y: np.ndarray, codes: np.ndarray, tolerance: float, bounds: tuple[float, float] | None
 ) -> tuple[np.ndarray, ...]:
     """(z, cell, tight rows, inside) from the regularized numpy solver (every instance)."""
     if not np.isfinite(y).all():
         raise_non_finite()
     cell, values, counts = cells(codes)
     rows = cell_rows(values, counts, y.size)
-    z, lam = solve(y, rows[:, cell], eps, bounds)
+    z, multipliers = solve(y, rows[:, cell], tolerance, bounds)
     lb, ub = bounds if bounds is not None else (-math.inf, math.inf)
-    u = y - (lam @ rows)[cell]
-    tight = np.abs(rows @ np.bincount(cell, z, rows.shape[1])) >= eps - ACTIVE_REL * z_scale(y, bounds)
+    u = y - (multipliers @ rows)[cell]
+    tight = np.abs(rows @ np.bincount(cell, z, rows.shape[1])) >= tolerance - ACTIVE_REL * z_scale(y, bounds)
     return z, cell, rows[tight], ((u > lb) & (u < ub)).astype(np.float64)
 
 
@@ -175,9 +175,11 @@ def fair_projection(
     ``bounds`` an optional (lb, ub) box that the output satisfies exactly. Returns the input's shape and
     dtype.
     """
-    attributes, eps, checked = check_inputs(predictions, attributes, tolerance, bounds, check_finite=False)
+    attributes, tolerance, checked = check_inputs(
+        predictions, attributes, tolerance, bounds, check_finite=False
+    )
     # the function checks finiteness on its own copy
-    return FairProjectionFunction.apply(predictions, attributes, eps, checked)
+    return FairProjectionFunction.apply(predictions, attributes, tolerance, checked)
 
 
 class FairProjection(torch.nn.Module):

@@ -133,7 +133,7 @@ def _solve_dense(a: np.ndarray, x: np.ndarray) -> bool:
 
 
 @_jit
-def _newton_step(rows, counts, r, lam, sign, eps) -> tuple[bool, np.ndarray]:
+def _newton_step(rows, counts, r, multipliers, sign, tolerance) -> tuple[bool, np.ndarray]:
     """λ' with ``H_AA (λ'_A − λ_A) = r_A − σ_A ε`` and ``λ'_j = 0`` off A = {σ ≠ 0}. Where the
     tight rows are dependent (all k rows of a k-valued attribute: ``Σ_v n_v c_v = 0``), the
     least violated row entering at ``λ_j = 0`` is left out, until the system is regular."""
@@ -152,7 +152,7 @@ def _newton_step(rows, counts, r, lam, sign, eps) -> tuple[bool, np.ndarray]:
         hessian, step = np.empty((active, active)), np.empty(active)
         for p in range(active):
             jp = index[p]
-            step[p] = r[jp] - eps * sign[jp]
+            step[p] = r[jp] - tolerance * sign[jp]
             for q in range(active):
                 jq = index[q]
                 total = 0.0
@@ -163,29 +163,29 @@ def _newton_step(rows, counts, r, lam, sign, eps) -> tuple[bool, np.ndarray]:
             new = np.zeros(m)
             for p in range(active):
                 j = index[p]
-                value = lam[j] + step[p]
+                value = multipliers[j] + step[p]
                 if not np.isfinite(value):
                     return False, new
                 new[j] = value if value * sign[j] >= 0.0 else 0.0  # crossed zero: the row leaves
             return True, new
         drop, least = -1, np.inf
         for j in range(m):
-            if sign[j] != 0.0 and lam[j] == 0.0 and abs(r[j]) - eps < least:
-                drop, least = j, abs(r[j]) - eps
+            if sign[j] != 0.0 and multipliers[j] == 0.0 and abs(r[j]) - tolerance < least:
+                drop, least = j, abs(r[j]) - tolerance
         if drop < 0:
-            return False, lam
+            return False, multipliers
         sign[drop] = 0.0
 
 
 @_jit
-def _evaluate(y, cell, rows, lam, lb, ub, z, inside, sums, counts, r) -> None:
+def _evaluate(y, cell, rows, multipliers, lb, ub, z, inside, sums, counts, r) -> None:
     """z = clip(u) for u = ŷ − Cᵀλ, inside = 1[lb < u < ub], and r = C z; ``sums``/``counts``
     receive the per-cell sums of z and of ``inside``."""
     m, num_cells = rows.shape
     shift = np.zeros(num_cells)
     for j in range(m):
         for c in range(num_cells):
-            shift[c] += lam[j] * rows[j, c]
+            shift[c] += multipliers[j] * rows[j, c]
     sums[:] = 0.0
     counts[:] = 0.0
     for i in range(y.size):
@@ -211,7 +211,7 @@ def newton(
     y: np.ndarray,
     cell: np.ndarray,
     rows: np.ndarray,
-    eps: float,
+    tolerance: float,
     lb: float,
     ub: float,
     tol: float,
@@ -232,47 +232,49 @@ def newton(
     b = y.size
     z, inside = np.empty(b), np.empty(b)
     sums, counts, r = np.empty(num_cells), np.empty(num_cells), np.empty(m)
-    lam, sign = np.zeros(m), np.zeros(m)
+    multipliers, sign = np.zeros(m), np.zeros(m)
     tight = np.zeros(m, dtype=np.bool_)
-    _evaluate(y, cell, rows, lam, lb, ub, z, inside, sums, counts, r)  # then kept current with lam
+    _evaluate(
+        y, cell, rows, multipliers, lb, ub, z, inside, sums, counts, r
+    )  # then kept current with multipliers
     for _ in range(max_iter):
         residual = 0.0
         for j in range(m):
-            plus = abs(min(max(lam[j], 0.0), eps - r[j]))
-            minus = abs(min(max(-lam[j], 0.0), eps + r[j]))
+            plus = abs(min(max(multipliers[j], 0.0), tolerance - r[j]))
+            minus = abs(min(max(-multipliers[j], 0.0), tolerance + r[j]))
             residual = max(residual, plus, minus)
         if residual <= tol:
             for j in range(m):
-                tight[j] = abs(r[j]) >= eps - active_tol
+                tight[j] = abs(r[j]) >= tolerance - active_tol
             return OK, z, inside, tight
         for j in range(m):
-            if lam[j] != 0.0:
-                sign[j] = 1.0 if lam[j] > 0.0 else -1.0
-            elif abs(r[j]) > eps:
+            if multipliers[j] != 0.0:
+                sign[j] = 1.0 if multipliers[j] > 0.0 else -1.0
+            elif abs(r[j]) > tolerance:
                 sign[j] = 1.0 if r[j] > 0.0 else -1.0
             else:
                 sign[j] = 0.0
-        ok, target = _newton_step(rows, counts, r, lam, sign, eps)
+        ok, target = _newton_step(rows, counts, r, multipliers, sign, tolerance)
         if not ok:
             return NOT_CERTIFIED, z, inside, tight
-        step = target - lam
-        slope0 = _slope(r, lam, step, eps)
+        step = target - multipliers
+        slope0 = _slope(r, multipliers, step, tolerance)
         if not slope0 < 0.0:  # not a descent direction of the dual: leave it to the numpy solver
             return NOT_CERTIFIED, z, inside, tight
         # the full step if the dual still descends at its end; else a line search for the root of
         # φ'(α), non-decreasing (f is convex) and piecewise linear: regula falsi, Illinois variant
         _evaluate(y, cell, rows, target, lb, ub, z, inside, sums, counts, r)
-        slope1 = _slope(r, target, step, eps)
+        slope1 = _slope(r, target, step, tolerance)
         if slope1 <= 1e-9 * abs(slope0):
-            lam = target
+            multipliers = target
             continue
         low, high, f_low, f_high, side = 0.0, 1.0, slope0, slope1, 0
         alpha = 0.5
         for _ in range(30):
             alpha = low - f_low * (high - low) / (f_high - f_low)
-            trial = lam + alpha * step
+            trial = multipliers + alpha * step
             _evaluate(y, cell, rows, trial, lb, ub, z, inside, sums, counts, r)
-            f_alpha = _slope(r, trial, step, eps)
+            f_alpha = _slope(r, trial, step, tolerance)
             if abs(f_alpha) <= 1e-12 * abs(slope0) or high - low <= 1e-12:
                 break
             if f_alpha > 0.0:
@@ -285,23 +287,23 @@ def newton(
                 if side == -1:
                     f_high *= 0.5
                 side = -1
-        lam = lam + alpha * step  # the state was last evaluated there
+        multipliers = multipliers + alpha * step  # the state was last evaluated there
     return NOT_CERTIFIED, z, inside, tight
 
 
 @_jit
-def _slope(r: np.ndarray, lam: np.ndarray, step: np.ndarray, eps: float) -> float:
+def _slope(r: np.ndarray, multipliers: np.ndarray, step: np.ndarray, tolerance: float) -> float:
     """φ'(α⁺), the right derivative of the dual objective ``f = −ψ + ε‖λ‖₁`` along ``step`` at
-    ``lam`` (= λ + α·step), with ``r = C z(lam)`` (∇(−ψ) = −r)."""
+    ``multipliers`` (= λ + α·step), with ``r = C z(multipliers)`` (∇(−ψ) = −r)."""
     total = 0.0
-    for j in range(lam.size):
-        if lam[j] > 0.0:
+    for j in range(multipliers.size):
+        if multipliers[j] > 0.0:
             direction = 1.0
-        elif lam[j] < 0.0:
+        elif multipliers[j] < 0.0:
             direction = -1.0
         else:
             direction = 1.0 if step[j] > 0.0 else (-1.0 if step[j] < 0.0 else 0.0)
-        total += (eps * direction - r[j]) * step[j]
+        total += (tolerance * direction - r[j]) * step[j]
     return total
 
 
@@ -309,7 +311,7 @@ def _slope(r: np.ndarray, lam: np.ndarray, step: np.ndarray, eps: float) -> floa
 def project(
     y: np.ndarray,
     codes: np.ndarray,
-    eps: float,
+    tolerance: float,
     lb: float,
     ub: float,
     lo_out: float,
@@ -338,7 +340,7 @@ def project(
     if status != OK:
         return status, y.copy(), cell, rows, values
     status, z, inside, tight = newton(
-        values, cell, rows, eps, lb, ub, tol_rel * scale, active_rel * scale, max_iter
+        values, cell, rows, tolerance, lb, ub, tol_rel * scale, active_rel * scale, max_iter
     )
     out = np.empty_like(y)
     for i in range(b):

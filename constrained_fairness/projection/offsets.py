@@ -17,9 +17,9 @@ def projection_offsets(
     bounds: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Project a reference batch; return (group_ids (G, A), offsets (G,)) with the mean of z − ŷ per cell."""
-    attributes, eps, checked = check_inputs(predictions, attributes, tolerance, bounds)
+    attributes, tolerance, checked = check_inputs(predictions, attributes, tolerance, bounds)
     with torch.no_grad():
-        z = FairProjectionFunction.apply(predictions, attributes, eps, checked)
+        z = FairProjectionFunction.apply(predictions, attributes, tolerance, checked)
         delta = z.reshape(-1).to(torch.float64) - predictions.reshape(-1).to(torch.float64)
         group_ids, inverse, counts = present_cells(attributes)
         sums = torch.zeros(group_ids.shape[0], dtype=torch.float64, device=delta.device)

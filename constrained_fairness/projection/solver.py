@@ -217,7 +217,7 @@ def _line_search(u: np.ndarray, w: np.ndarray, base: float, lb: float, ub: float
 
 
 def solve(
-    y: np.ndarray, C: np.ndarray, eps: float, bounds: tuple[float, float] | None
+    y: np.ndarray, C: np.ndarray, tolerance: float, bounds: tuple[float, float] | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The algorithm of the module docstring on float64 numpy arrays: (z, λ)."""
     lb, ub = bounds if bounds is not None else (-math.inf, math.inf)
@@ -232,7 +232,7 @@ def solve(
         u = y - (mu[:m] - mu[m:]) @ C
         z = np.clip(u, lb, ub)
         cz = C @ z
-        return np.concatenate([eps - cz, eps + cz]), u, z
+        return np.concatenate([tolerance - cz, tolerance + cz]), u, z
 
     mu = np.zeros(2 * m)
     g, u, z = evaluate(mu)
@@ -270,13 +270,13 @@ def solve(
             w = (d[:m] - d[m:]) @ C
             alpha = _last_segment_root(full[1], w, float(full[0] @ d), lb, ub)
             if alpha is None:
-                alpha = _line_search(u, w, eps * float(d.sum()), lb, ub)
+                alpha = _line_search(u, w, tolerance * float(d.sum()), lb, ub)
         # μ⁺_j and μ⁻_j both positive only adds ε(μ⁺_j + μ⁻_j): keep the smaller representation of λ
         lam_new = (mu[:m] - mu[m:]) + alpha * (d[:m] - d[m:])
         new_mu = np.concatenate([np.maximum(lam_new, 0.0), np.maximum(-lam_new, 0.0)])
         g, u, z = full if alpha == 1.0 and np.array_equal(new_mu, mu + d) else evaluate(new_mu)
         mu = new_mu
-    violation = float(np.abs(C @ z).max()) - eps
+    violation = float(np.abs(C @ z).max()) - tolerance
     allowed = CHECK_ABS * max(1.0, 1e-4 * scale)  # 1e-6 unless |z| > 1e4 (float64 rounding of the means)
     if violation > allowed:
         state = "converged" if converged else "stalled"
@@ -299,7 +299,7 @@ def solve_projection(
     constraints cannot be certified to 1e-6 (1e-10·max|z| for |z| > 1e4). The dual solve runs in float64
     numpy on the CPU (its size is the number of constraint rows); the results return to ``y``'s device.
     """
-    z, lam = solve(
+    z, multipliers = solve(
         y.detach().cpu().double().numpy(), C.detach().cpu().double().numpy(), float(tolerance), bounds
     )
-    return torch.from_numpy(z).to(y.device, y.dtype), torch.from_numpy(lam).to(y.device, y.dtype)
+    return torch.from_numpy(z).to(y.device, y.dtype), torch.from_numpy(multipliers).to(y.device, y.dtype)

@@ -150,9 +150,9 @@ def format_group_table(metrics: Results, split: str, group_names: Sequence[str])
 
 
 def _config_line(results: RunResults) -> str:
-    eps, sparsity, wall = results.tolerance, results.sparsity, results.wall_seconds
+    tolerance, sparsity, wall = results.tolerance, results.sparsity, results.wall_seconds
     parts = [
-        f"tolerance ε = {MISSING if eps is None else f'{eps:g}'}",
+        f"tolerance ε = {MISSING if tolerance is None else f'{tolerance:g}'}",
         f"sparsity = {MISSING if sparsity is None else f'{sparsity:g}'}",
         f"wall time = {MISSING if wall is None else f'{wall:.1f} s'}",
     ]

@@ -112,9 +112,11 @@ def plot_eag(metrics: Results, split: str, group_names: Sequence[str], path: str
         for name, method in methods.items()
     ]
     _grouped_bars(ax, groups, series)
-    eps = results.tolerance
-    if eps is not None:
-        ax.axhline(eps, color="red", linestyle="--", linewidth=1.2, label=f"tolerance ε = {eps:g}")
+    tolerance = results.tolerance
+    if tolerance is not None:
+        ax.axhline(
+            tolerance, color="red", linestyle="--", linewidth=1.2, label=f"tolerance ε = {tolerance:g}"
+        )
     ax.axhline(0.0, color="black", linestyle="--", linewidth=0.8, label="0")
     ax.set_ylabel("excess accuracy gap ψ[g]")
     ax.set_xlabel("group")
@@ -303,7 +305,7 @@ def plot_accuracy_vs_violation(metrics: Results, path: Path) -> Path:
         ax.axvline(results.tolerance, color="k", linestyle="--", linewidth=1, label="ε")
     ax.set_xlabel("test max EAG")
     ax.set_ylabel("test accuracy")
-    ax.set_title("Accuracy vs disparity")
+    ax.set_title("Accuracy vs max EAG")
     ax.legend(fontsize="small")
     return save_figure(fig, path)
 

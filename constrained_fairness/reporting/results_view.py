@@ -24,10 +24,10 @@ def as_results(metrics: RunResults | Mapping) -> RunResults:
 
 def is_feasible(max_eag: Any, tolerance: Any) -> bool | None:
     """``max_eag ≤ ε``; ``None`` when either value is missing."""
-    m, eps = finite_or_none(max_eag), finite_or_none(tolerance)
-    if m is None or eps is None:
+    m, tolerance = finite_or_none(max_eag), finite_or_none(tolerance)
+    if m is None or tolerance is None:
         return None
-    return m <= eps
+    return m <= tolerance
 
 
 def splits_of(metrics: RunResults | Mapping) -> tuple[str, ...]:
