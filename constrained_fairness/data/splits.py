@@ -84,6 +84,6 @@ def _carve_val(
     if len(train) == 0:
         raise DataError(
             f"the train split is empty ({n} items, val_fraction={val_fraction}, "
-            f"test_fraction={test_fraction}); supply more images or lower the fractions"
+            f"test_fraction={test_fraction}); supply more data or lower the fractions"
         )
     return np.sort(train), np.sort(val)

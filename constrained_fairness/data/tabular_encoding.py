@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DataError
-from .splits import check_fraction, held_out_count
+from .splits import check_fraction, split_indices
 from .table import Table, as_names, unknown_column
 
 
@@ -82,25 +82,19 @@ def check_columns(spec: TableSpec, table: Table) -> None:
 def tabular_split_indices(
     n_main: int, n_test: int, spec: TableSpec
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices (into main rows followed by test rows) of the train, val and test splits, each sorted."""
-    try:
-        rng = np.random.default_rng(spec.seed)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"seed={spec.seed!r} is not a valid random seed; use a non-negative integer") from exc
-    perm = rng.permutation(n_main)
+    """Indices (into main rows followed by test rows) of the train, val and test splits, each sorted:
+    :func:`~.splits.split_indices` of the main rows (the ``n_test`` rows of a separate test table
+    are the test split), with a validation split always held out (``val_fraction`` in (0, 1))."""
+    train, val, test = split_indices(
+        n_main,
+        seed=spec.seed,
+        val_fraction=spec.val_fraction,
+        test_fraction=None if n_test > 0 else spec.test_fraction,
+    )
+    check_fraction("val_fraction", spec.val_fraction)  # a table's run always has a validation split
     if n_test > 0:
         test = np.arange(n_main, n_main + n_test)
-    else:
-        n_held = held_out_count(check_fraction("test_fraction", spec.test_fraction), n_main)
-        test, perm = perm[:n_held], perm[n_held:]
-    n_val = held_out_count(check_fraction("val_fraction", spec.val_fraction), len(perm))
-    val, train = perm[:n_val], perm[n_val:]
-    if len(train) == 0:
-        raise DataError(
-            f"the train split is empty ({n_main} rows, val_fraction={spec.val_fraction}, "
-            f"test_fraction={spec.test_fraction}); load more rows or lower the fractions"
-        )
-    return np.sort(train), np.sort(val), np.sort(test)
+    return train, val, test
 
 
 def _strip_dot(value: str) -> str:
