@@ -17,11 +17,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from .config.choices import PRUNING_ROUNDINGS, PRUNING_SCHEDULES
 from .errors import ConfigError
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-ROUNDINGS = ("nearest_kept", "ceil_pruned")
-SCHEDULES = ("one_ahead", "reference")
+ROUNDINGS = PRUNING_ROUNDINGS
+SCHEDULES = PRUNING_SCHEDULES
 
 
 def cubic_sparsity(epoch: int, total_epochs: int, final: float, initial: float = 0.0) -> float:

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from ..config import THRESHOLD_RULES
+from ..config.choices import THRESHOLD_RULES
 from ..errors import ConfigError
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config.choices import OVERALL_ESTIMATES
 from ..errors import ConfigError
 from ..metrics import GroupStats
 
@@ -61,6 +62,6 @@ class DenseReference:
         """Weights of the overall buffer estimate ``Σ w[g] s[g] / Σ w[g]`` over full groups:
         the training frequencies ``p`` (``"weighted"``) or ones (``"unweighted"``, the paper
         code's plain mean, biased when groups are imbalanced)."""
-        if estimate not in ("weighted", "unweighted"):
+        if estimate not in OVERALL_ESTIMATES:
             raise ConfigError(f"overall_estimate must be 'weighted' or 'unweighted', got {estimate!r}")
         return self.frequency if estimate == "weighted" else torch.ones_like(self.frequency)

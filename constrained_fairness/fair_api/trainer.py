@@ -36,13 +36,14 @@ import torch
 from torch import nn
 
 from ..config import DualConfig
+from ..config.choices import NONFINITE_POLICIES
 from ..constraints.base import BatchOutputs
 from ..constraints.statistic import GroupStatisticConstraint
 from ..errors import ConfigError, DataError
 from ..runtime.device import resolve_device
 from ..runtime.precision import autocast_dtype
 from ..training.optimizers import build_dual_optimizer, quiet_sparse_checks
-from ..training.step import NONFINITE_POLICIES, TrainingStep
+from ..training.step import TrainingStep
 from .checkpointing import CHECKPOINT_FORMAT, load_trainer, save_trainer
 from .constraint import fairness_constraint, record_groups, training_step
 from .criterion import CriterionView

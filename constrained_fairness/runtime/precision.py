@@ -12,9 +12,10 @@ import contextlib
 
 import torch
 
+from ..config.choices import PRECISIONS as PRECISION_NAMES
 from ..errors import ConfigError
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = dict(zip(PRECISION_NAMES, (None, torch.bfloat16, torch.float16), strict=True))
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:

@@ -13,6 +13,7 @@ from cooper.optim import AlternatingDualPrimalOptimizer, UnconstrainedOptimizer,
 from cooper.optim.optimizer import RollOut
 
 from ..config import DenseConfig, DualConfig, FinetuneConfig
+from ..config.choices import WEIGHT_DECAY_SCOPES
 from ..errors import ConfigError
 from ..problem import FairnessProblem
 from ..sparsity import prunable_layers
@@ -54,7 +55,6 @@ def build_dual_optimizer(params: Sequence[torch.nn.Parameter], cfg: DualConfig) 
     return nuPI(params, lr=cfg.lr, Kp=cfg.nupi_kp, Ki=cfg.nupi_ki, ema_nu=cfg.nupi_ema, maximize=True)
 
 
-WEIGHT_DECAY_SCOPES = ("all", "no_norm_bias", "classifier")
 _NORM_LAYERS = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
 
 

@@ -19,11 +19,10 @@ from typing import Any
 import cooper
 import torch
 
+from ..config.choices import NONFINITE_POLICIES
 from ..errors import ConfigError, TrainingDiverged
 from ..problem import FairnessProblem, NonFiniteBatch
 from ..sparsity import MagnitudePruner
-
-NONFINITE_POLICIES = ("stop", "skip")
 
 
 class TrainingStep:
