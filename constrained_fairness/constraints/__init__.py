@@ -10,7 +10,7 @@ from .base import BatchOutputs, GroupConstraint
 from .equalized_loss import AbsoluteEqualizedLoss, EqualizedLoss
 from .rates import DemographicParity, EqualizedOdds, EqualOpportunity, RateConstraint
 from .reference import DenseReference
-from .statistic import GroupStatisticConstraint, SampleStatistic
+from .statistic import GroupLossConstraint, GroupStatisticConstraint, SampleStatistic
 
 __all__ = [
     "AbsoluteEqualizedLoss",
@@ -24,6 +24,7 @@ __all__ = [
     "EqualizedOdds",
     "ExcessAccuracyGap",
     "GroupConstraint",
+    "GroupLossConstraint",
     "GroupStatisticConstraint",
     "RateConstraint",
     "SampleStatistic",

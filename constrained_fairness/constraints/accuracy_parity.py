@@ -7,7 +7,7 @@ import torch
 from ..errors import ConfigError
 from ..groups import Grouping
 from .base import BatchOutputs
-from .statistic import GroupStatisticConstraint, SampleStatistic
+from .statistic import GroupLossConstraint, GroupStatisticConstraint, SampleStatistic
 
 
 class AccuracyParity(GroupStatisticConstraint):
@@ -30,7 +30,7 @@ class AccuracyParity(GroupStatisticConstraint):
         )
 
 
-class BoundedGroupLoss(GroupStatisticConstraint):
+class BoundedGroupLoss(GroupLossConstraint):
     r"""``L_g ≤ b`` for every group: one row per group, ``L_g − b ≤ 0``, any number of classes.
 
     The loss is differentiable, so the proxy and the strict statistic are both the mean
@@ -39,9 +39,6 @@ class BoundedGroupLoss(GroupStatisticConstraint):
 
     def __init__(self, grouping: Grouping, bound: float, **kwargs) -> None:
         super().__init__(grouping, bound, row_labels=("",), **kwargs)
-
-    def sample_statistic(self, batch: BatchOutputs) -> SampleStatistic:
-        return SampleStatistic(proxy=batch.losses, strict=batch.losses.detach())
 
     def violations(self, values: torch.Tensor, overall: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         return (values - self.tolerance).unsqueeze(0)

@@ -10,11 +10,10 @@ import cooper
 import torch
 
 from ..groups import Grouping
-from .base import BatchOutputs
-from .statistic import GroupStatisticConstraint, SampleStatistic
+from .statistic import GroupLossConstraint
 
 
-class EqualizedLoss(GroupStatisticConstraint):
+class EqualizedLoss(GroupLossConstraint):
     r"""Two constraints per group, ``|L_g(θ) − L(θ)| ≤ tol``:
 
         row g:       L_g − L − tol ≤ 0
@@ -36,11 +35,8 @@ class EqualizedLoss(GroupStatisticConstraint):
     ) -> None:
         super().__init__(grouping, tolerance, buffer_size=buffer_size, frequency=frequency, device=device)
 
-    def sample_statistic(self, batch: BatchOutputs) -> SampleStatistic:
-        return SampleStatistic(proxy=batch.losses, strict=batch.losses.detach())
 
-
-class AbsoluteEqualizedLoss(GroupStatisticConstraint):
+class AbsoluteEqualizedLoss(GroupLossConstraint):
     r"""The paper code's EL: one EQUALITY constraint per group, ``|L_g(θ) − L(θ)| = 0``.
 
     This is ``EqualizedLossProblem`` with ``abs_equality_constraint=True`` in
@@ -70,9 +66,6 @@ class AbsoluteEqualizedLoss(GroupStatisticConstraint):
         super().__init__(
             grouping, 0.0, buffer_size=buffer_size, frequency=frequency, row_labels=("",), device=device
         )
-
-    def sample_statistic(self, batch: BatchOutputs) -> SampleStatistic:
-        return SampleStatistic(proxy=batch.losses, strict=batch.losses.detach())
 
     def violations(self, values: torch.Tensor, overall: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         return (values - overall).abs().unsqueeze(0)

@@ -293,3 +293,12 @@ class GroupStatisticConstraint(GroupConstraint, abc.ABC):
         self.seen.copy_(state["seen"])
         if self.buffer is not None:
             self.buffer.load_state_dict(state["buffer"])
+
+
+class GroupLossConstraint(GroupStatisticConstraint):
+    """A constraint on each group's mean per-sample loss ``L_g = mean_{i ∈ g} ℓ_i`` (EL, EL
+    with the paper code's equality form, bounded group loss): the proxy is ``ℓ`` with its
+    gradient, the strict statistic the same losses detached."""
+
+    def sample_statistic(self, batch: BatchOutputs) -> SampleStatistic:
+        return SampleStatistic(proxy=batch.losses, strict=batch.losses.detach())
