@@ -10,23 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .choices import (
-    DATA_SPLITS,
-    DENSE_OPTIMIZERS,
-    DUAL_OPTIMIZERS,
-    EL_FORMS,
-    NONFINITE_POLICIES,
-    OVERALL_ESTIMATES,
-    PRECISIONS,
-    PROGRESS_MODES,
-    PRUNING_ROUNDINGS,
-    PRUNING_SCHEDULES,
-    PRUNING_SCOPES,
-    THRESHOLD_RULES,
-    TRANSFORM_STYLES,
-    WANDB_MODES,
-    WEIGHT_DECAY_SCOPES,
-)
+from . import choices
+from .choices import THRESHOLD_RULES  # re-exported by the package
 
 FLOAT32_MAX = 3.4028234663852886e38  # learning rates beyond it overflow inside the optimizers
 
@@ -251,7 +236,7 @@ class ExperimentConfig:
         _require(0.0 <= p.sparsity < 1.0, f"pruning.sparsity must lie in [0, 1), got {p.sparsity}; e.g. 0.95")
         _require(p.epochs >= 1, f"pruning.epochs must be >= 1, got {p.epochs}")
         _require(f.epochs >= 0, f"finetune.epochs must be >= 0, got {f.epochs}")
-        _require_one_of("pruning.scope", p.scope, PRUNING_SCOPES)
+        _require_one_of("pruning.scope", p.scope, choices.PRUNING_SCOPES)
         for key, value in (("ceag.tolerance", self.ceag.tolerance), ("el.tolerance", self.el.tolerance)):
             _require(value >= 0, f"{key} must be >= 0, got {value}; a tolerance is a non-negative gap")
         _require(self.ceag.buffer_size >= 1, f"ceag.buffer_size must be >= 1, got {self.ceag.buffer_size}")
@@ -259,14 +244,14 @@ class ExperimentConfig:
             self.el.buffer_size >= 1,
             f"el.buffer_size (of method el_rb) must be >= 1, got {self.el.buffer_size}",
         )
-        _require_one_of("ceag.overall_estimate", self.ceag.overall_estimate, OVERALL_ESTIMATES)
-        _require_one_of("el.overall_estimate", self.el.overall_estimate, OVERALL_ESTIMATES)
-        _require_one_of("el.form", self.el.form, EL_FORMS)
-        _require_one_of("pruning.schedule", p.schedule, PRUNING_SCHEDULES)
-        _require_one_of("pruning.rounding", p.rounding, PRUNING_ROUNDINGS)
-        _require_one_of("finetune.weight_decay_scope", f.weight_decay_scope, WEIGHT_DECAY_SCOPES)
-        _require_one_of("data.split", self.data.split, DATA_SPLITS)
-        _require_one_of("data.transforms", self.data.transforms, TRANSFORM_STYLES)
+        _require_one_of("ceag.overall_estimate", self.ceag.overall_estimate, choices.OVERALL_ESTIMATES)
+        _require_one_of("el.overall_estimate", self.el.overall_estimate, choices.OVERALL_ESTIMATES)
+        _require_one_of("el.form", self.el.form, choices.EL_FORMS)
+        _require_one_of("pruning.schedule", p.schedule, choices.PRUNING_SCHEDULES)
+        _require_one_of("pruning.rounding", p.rounding, choices.PRUNING_ROUNDINGS)
+        _require_one_of("finetune.weight_decay_scope", f.weight_decay_scope, choices.WEIGHT_DECAY_SCOPES)
+        _require_one_of("data.split", self.data.split, choices.DATA_SPLITS)
+        _require_one_of("data.transforms", self.data.transforms, choices.TRANSFORM_STYLES)
         _require(
             0 <= self.data.val_fraction < 1,
             f"data.val_fraction must lie in [0, 1) (0: no validation split), got {self.data.val_fraction}",
@@ -289,7 +274,7 @@ class ExperimentConfig:
             self.checkpoint.every_steps >= 0,
             f"checkpoint.every_steps must be >= 0 (0: each epoch only), got {self.checkpoint.every_steps}",
         )
-        _require_one_of("guards.nonfinite", self.guards.nonfinite, NONFINITE_POLICIES)
+        _require_one_of("guards.nonfinite", self.guards.nonfinite, choices.NONFINITE_POLICIES)
         _require(
             self.guards.multiplier_warning > 0,
             f"guards.multiplier_warning must be > 0, got {self.guards.multiplier_warning}",
@@ -297,7 +282,7 @@ class ExperimentConfig:
         duals = [("ceag.dual", self.ceag.dual), ("el.dual", self.el.dual)]
         duals += [(f"constraints[{i}].dual", c.dual) for i, c in enumerate(self.constraints)]
         for key, dual in duals:
-            _require_one_of(f"{key}.optimizer", dual.optimizer, DUAL_OPTIMIZERS)
+            _require_one_of(f"{key}.optimizer", dual.optimizer, choices.DUAL_OPTIMIZERS)
             _require(
                 0 < dual.lr <= FLOAT32_MAX,
                 f"{key}.lr must be > 0 and at most {FLOAT32_MAX:.3g} (a float32), got {dual.lr}",
@@ -330,7 +315,7 @@ class ExperimentConfig:
             f"dense.lr_milestones must be fractions in (0, 1] and dense.lr_gamma > 0, got "
             f"{self.dense.lr_milestones} and {self.dense.lr_gamma}",
         )
-        _require_one_of("dense.optimizer", self.dense.optimizer, DENSE_OPTIMIZERS)
+        _require_one_of("dense.optimizer", self.dense.optimizer, choices.DENSE_OPTIMIZERS)
         _require(
             all(h >= 1 for h in self.model.hidden),
             f"model.hidden widths must be >= 1, got {self.model.hidden}",
@@ -374,8 +359,8 @@ class ExperimentConfig:
                 c.buffer_size >= 0, f"{key}.buffer_size must be >= 0 (0: batch estimate), got {c.buffer_size}"
             )
             _require(c.temperature > 0, f"{key}.temperature must be > 0, got {c.temperature}")
-            _require_one_of(f"{key}.overall_estimate", c.overall_estimate, OVERALL_ESTIMATES)
-        _require_one_of("precision", self.precision, PRECISIONS)
+            _require_one_of(f"{key}.overall_estimate", c.overall_estimate, choices.OVERALL_ESTIMATES)
+        _require_one_of("precision", self.precision, choices.PRECISIONS)
         _require(self.model.width > 0, f"model.width must be > 0, got {self.model.width}")
         _require(self.data.num_workers >= 0, f"data.num_workers must be >= 0, got {self.data.num_workers}")
         _require(
@@ -385,8 +370,8 @@ class ExperimentConfig:
         if self.data.name == "csv":
             _require(self.data.path is not None, "data.path is required when data.name is csv")
             _require(self.data.target is not None, "data.target is required when data.name is csv")
-        _require_one_of("logging.wandb", self.logging.wandb, WANDB_MODES)
-        _require_one_of("logging.progress", self.logging.progress, PROGRESS_MODES)
+        _require_one_of("logging.wandb", self.logging.wandb, choices.WANDB_MODES)
+        _require_one_of("logging.progress", self.logging.progress, choices.PROGRESS_MODES)
         return self
 
     def to_dict(self) -> dict[str, Any]:
