@@ -35,8 +35,11 @@ from .split_results import (
     SplitResult,
     Verdict,
     VerdictStatistic,
+    from_json_all,
+    from_json_optional,
     mapping,
     number,
+    to_json_all,
 )
 
 __all__ = [
@@ -93,12 +96,10 @@ class MethodResult:
         return self.selected_on == "test"
 
     def to_json(self) -> JSON:
-        out: JSON = {s: r.to_json() for s, r in self.splits.items()}
+        out: JSON = to_json_all(self.splits)
         out["epoch"] = self.epoch
         if self.constraints is not None:
-            out["constraints"] = {
-                c: {s: r.to_json() for s, r in by_split.items()} for c, by_split in self.constraints.items()
-            }
+            out["constraints"] = {c: to_json_all(by_split) for c, by_split in self.constraints.items()}
         return out | _omit_none(
             [
                 ("skipped_batches", self.skipped_batches),
@@ -119,10 +120,7 @@ class MethodResult:
             epoch=epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
             constraints=None
             if not isinstance(constraints, Mapping)
-            else {
-                str(c): {str(s): ConstraintReport.from_json(r) for s, r in mapping(by_split).items()}
-                for c, by_split in constraints.items()
-            },
+            else {str(c): from_json_all(ConstraintReport, by_split) for c, by_split in constraints.items()},
             skipped_batches=skipped if isinstance(skipped, int) else None,
             multipliers=e.get("multipliers") if isinstance(e.get("multipliers"), Mapping) else None,
             selected_on=e.get("selected_on") if isinstance(e.get("selected_on"), str) else None,
@@ -146,19 +144,14 @@ class DenseSplit:
     def to_json(self) -> JSON:
         out: JSON = {"accuracy": self.accuracy, "loss": self.loss}
         if self.groups is not None:
-            out["groups"] = {g: r.to_json() for g, r in self.groups.items()}
+            out["groups"] = to_json_all(self.groups)
         return out
 
     @classmethod
     def from_json(cls, entry: Any) -> DenseSplit:
         e = mapping(entry)
-        groups = e.get("groups")
         return cls(
-            number(e.get("accuracy")),
-            number(e.get("loss")),
-            None
-            if not isinstance(groups, Mapping)
-            else {str(g): GroupResult.from_json(r) for g, r in groups.items()},
+            number(e.get("accuracy")), number(e.get("loss")), from_json_optional(GroupResult, e.get("groups"))
         )
 
 
@@ -207,8 +200,8 @@ class RunResults:
             "sparsity": self.sparsity,
             "achieved_sparsity": self.achieved_sparsity,
             "groups": list(self.groups),
-            "dense": {s: d.to_json() for s, d in self.dense.items()},
-            "methods": {m: r.to_json() for m, r in self.methods.items()},
+            "dense": to_json_all(self.dense),
+            "methods": to_json_all(self.methods),
         }
         if self.world_size is not None:
             out["world_size"] = self.world_size
@@ -235,7 +228,7 @@ class RunResults:
             sparsity=number(metrics.get("sparsity")),
             achieved_sparsity=dict(mapping(metrics.get("achieved_sparsity"))),
             groups=[str(g) for g in metrics.get("groups") or []],
-            dense={s: DenseSplit.from_json(d) for s, d in mapping(metrics.get("dense")).items()},
+            dense=from_json_all(DenseSplit, metrics.get("dense")),
             methods={str(m): MethodResult.from_json(e, splits) for m, e in methods.items()},
             world_size=world if isinstance(world, int) and not isinstance(world, bool) else None,
             wall_seconds=None if wall is None else float(wall),

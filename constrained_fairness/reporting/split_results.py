@@ -31,6 +31,21 @@ def mapping(value: Any) -> Mapping:
     return value if isinstance(value, Mapping) else {}
 
 
+def to_json_all(nodes: Mapping[str, Any]) -> JSON:
+    """``{name: node.to_json()}`` of a table of result nodes, in order."""
+    return {name: node.to_json() for name, node in nodes.items()}
+
+
+def from_json_all(node_type: Any, value: Any) -> dict[str, Any]:
+    """``{name: node_type.from_json(entry)}`` of a JSON table (``{}`` when it is not one)."""
+    return {str(name): node_type.from_json(entry) for name, entry in mapping(value).items()}
+
+
+def from_json_optional(node_type: Any, value: Any) -> dict[str, Any] | None:
+    """:func:`from_json_all`, or ``None`` when the table is absent (kept absent on writing)."""
+    return from_json_all(node_type, value) if isinstance(value, Mapping) else None
+
+
 @dataclass
 class Interval:
     """A confidence interval ``[low, high]`` (either end ``None`` when it does not exist)."""
@@ -164,13 +179,12 @@ class Verdict:
             "min_group_size": self.min_group_size,
         }
         if self.statistic is not None:
-            out["statistic"] = {g: s.to_json() for g, s in self.statistic.items()}
+            out["statistic"] = to_json_all(self.statistic)
         return out
 
     @classmethod
     def from_json(cls, entry: Any) -> Verdict:
         e = mapping(entry)
-        statistic = e.get("statistic")
         return cls(
             tolerance=number(e.get("tolerance")),
             counts={str(k): v for k, v in mapping(e.get("counts")).items() if isinstance(v, int)},
@@ -180,9 +194,7 @@ class Verdict:
                 if isinstance(v, list)
             },
             min_group_size=e.get("min_group_size") if isinstance(e.get("min_group_size"), int) else None,
-            statistic=None
-            if not isinstance(statistic, Mapping)
-            else {str(g): VerdictStatistic.from_json(s) for g, s in statistic.items()},
+            statistic=from_json_optional(VerdictStatistic, e.get("statistic")),
         )
 
 
@@ -208,30 +220,27 @@ class SplitResult:
         out: JSON = {"accuracy": self.accuracy, "loss": self.loss, "max_eag": self.max_eag}
         if self.score is not None:
             out["score"] = self.score
-        out["groups"] = {g: r.to_json() for g, r in self.groups.items()}
+        out["groups"] = to_json_all(self.groups)
         if self.max_eag_ci is not None:
             out["max_eag_ci"] = self.max_eag_ci.to_json()
         if self.aggregates is not None:  # the bootstrap writes both
-            out["aggregates"] = {s: a.to_json() for s, a in self.aggregates.items()}
+            out["aggregates"] = to_json_all(self.aggregates)
         if self.aggregates is not None or self.verdicts:
-            out["verdicts"] = {c: v.to_json() for c, v in self.verdicts.items()}
+            out["verdicts"] = to_json_all(self.verdicts)
         return out
 
     @classmethod
     def from_json(cls, entry: Any) -> SplitResult:
         e = mapping(entry)
-        aggregates = e.get("aggregates")
         return cls(
             accuracy=number(e.get("accuracy")),
             loss=number(e.get("loss")),
             max_eag=number(e.get("max_eag")),
             score=number(e.get("score")),
-            groups={str(g): GroupResult.from_json(r) for g, r in mapping(e.get("groups")).items()},
+            groups=from_json_all(GroupResult, e.get("groups")),
             max_eag_ci=Interval.from_json(e.get("max_eag_ci")),
-            aggregates=None
-            if not isinstance(aggregates, Mapping)
-            else {str(s): Aggregate.from_json(a) for s, a in aggregates.items()},
-            verdicts={str(c): Verdict.from_json(v) for c, v in mapping(e.get("verdicts")).items()},
+            aggregates=from_json_optional(Aggregate, e.get("aggregates")),
+            verdicts=from_json_all(Verdict, e.get("verdicts")),
         )
 
 
