@@ -171,11 +171,8 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"
-
-
 def _summary(results: RunResults) -> str:
+    from .reporting.markdown import fmt
     from .reporting.results_view import method_label, selection_note
 
     labels = {name: method_label(name, m) for name, m in results.items()}
@@ -188,8 +185,8 @@ def _summary(results: RunResults) -> str:
     for name, m in results.items():
         train, test = m.split("train"), m.split("test")
         lines.append(
-            f"{labels[name]:<{width}} {train.accuracy:>9.4f} {_fmt(train.max_eag):>12} "
-            f"{test.accuracy:>9.4f} {_fmt(test.max_eag):>11}"
+            f"{labels[name]:<{width}} {fmt(train.accuracy):>9} {fmt(train.max_eag):>12} "
+            f"{fmt(test.accuracy):>9} {fmt(test.max_eag):>11}"
         )
     lines += [selection_note(name, code=str, em=str) for name in results.methods_selected_on_test]
     return "\n".join(lines)

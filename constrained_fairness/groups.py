@@ -16,6 +16,7 @@ from functools import cached_property
 
 import torch
 
+from .config.choices import GROUPING_MODES
 from .errors import DataError
 
 
@@ -104,9 +105,6 @@ def present_cells(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     return torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
 
 
-MODES = ("intersectional", "marginal")
-
-
 @dataclass(frozen=True)
 class Grouping:
     """Groups over some of the protected attributes, and each sample's memberships.
@@ -131,7 +129,7 @@ class Grouping:
         cls, data_index: GroupIndex, attributes: Sequence[str] | None = None, mode: str = "intersectional"
     ):
         """Select ``attributes`` (default: all) of the data's protected attributes."""
-        if mode not in MODES:
+        if mode not in GROUPING_MODES:
             raise DataError(f"group mode must be intersectional or marginal, got {mode!r}")
         names = list(attributes) if attributes else list(data_index.attribute_names)
         known = data_index.attribute_names

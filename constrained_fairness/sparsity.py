@@ -17,12 +17,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from .config.choices import PRUNING_ROUNDINGS, PRUNING_SCHEDULES
+from .config.choices import PRUNING_ROUNDINGS, PRUNING_SCHEDULES, PRUNING_SCOPES
 from .errors import ConfigError
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-ROUNDINGS = PRUNING_ROUNDINGS
-SCHEDULES = PRUNING_SCHEDULES
 
 
 def cubic_sparsity(epoch: int, total_epochs: int, final: float, initial: float = 0.0) -> float:
@@ -37,7 +35,7 @@ def sparsity_schedule(schedule: str, epochs: int, final: float) -> Callable[[int
     """Sparse epoch ``e`` → its target :func:`cubic_sparsity`: ``one_ahead`` gives ``s(e + 1)``, so
     ``s_f`` from epoch ``T − 1``; ``reference`` (the paper code) gives ``s(e)``: epoch 0 dense and
     ``s_f`` from epoch ``T``."""
-    if schedule not in SCHEDULES:
+    if schedule not in PRUNING_SCHEDULES:
         raise ConfigError(f"pruning.schedule must be one_ahead or reference, got {schedule!r}")
     shift = 1 if schedule == "one_ahead" else 0
     return lambda e: cubic_sparsity(e + shift, epochs, final)
@@ -86,9 +84,9 @@ class MagnitudePruner:
         dense_layers: Sequence[str] = ("first", "last"),
         rounding: str = "nearest_kept",
     ) -> None:
-        if scope not in ("layerwise", "global"):
+        if scope not in PRUNING_SCOPES:
             raise ConfigError(f"pruning.scope must be 'layerwise' or 'global', got {scope!r}")
-        if rounding not in ROUNDINGS:
+        if rounding not in PRUNING_ROUNDINGS:
             raise ConfigError(f"pruning.rounding must be nearest_kept or ceil_pruned, got {rounding!r}")
         self.scope = scope
         self.rounding = rounding

@@ -107,20 +107,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
     cfg = load_config(None, [*SETTINGS, *args.overrides])
     with tempfile.TemporaryDirectory() as scratch:
         result = run_experiment(cfg, output=args.output or f"{scratch}/digits")
-        metrics = result.metrics
-    methods = metrics["methods"]
-    print(f"ε = {metrics['tolerance']}, sparsity {metrics['sparsity']:.0%}; ψ[g] per digit (train | test)")
-    print("digit " + "".join(f"{m:>17}" for m in methods))
-    for digit in metrics["groups"]:
+        metrics, results = result.metrics, result.results  # the file's content, and its typed tree
+    print(f"ε = {results.tolerance}, sparsity {results.sparsity:.0%}; ψ[g] per digit (train | test)")
+    print("digit " + "".join(f"{m:>17}" for m in results.methods))
+    for digit in results.groups:
         cells = [
-            f"{methods[m]['train']['groups'][digit]['eag']:+8.3f}{methods[m]['test']['groups'][digit]['eag']:+9.3f}"
-            for m in methods
+            f"{m.split('train').group(digit).eag:+8.3f}{m.split('test').group(digit).eag:+9.3f}"
+            for m in results.methods.values()
         ]
         print(f"{digit:>5} " + "".join(cells))
-    for m, entry in methods.items():
+    for name, m in results.methods.items():
+        train, test = m.split("train"), m.split("test")
         print(
-            f"{m}: accuracy {entry['train']['accuracy']:.3f} train, {entry['test']['accuracy']:.3f} test; "
-            f"max ψ {entry['train']['max_eag']:.3f} train, {entry['test']['max_eag']:.3f} test"
+            f"{name}: accuracy {train.accuracy:.3f} train, {test.accuracy:.3f} test; "
+            f"max ψ {train.max_eag:.3f} train, {test.max_eag:.3f} test"
         )
     return metrics
 

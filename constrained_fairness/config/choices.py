@@ -12,6 +12,12 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 WEIGHT_DECAY_SCOPES = ("all", "no_norm_bias", "classifier")
 """``finetune.weight_decay_scope``: the parameters SGD decays."""
 
+GROUPING_MODES = ("intersectional", "marginal")
+"""A constraint's ``mode``: one group per combination of its attributes, or per value of each."""
+
+CONSTRAINT_FORMS = ("group_vs_overall", "max_min")
+"""A constraint's ``form``: each group against the overall statistic, or max − min over groups."""
+
 PRUNING_SCOPES = ("layerwise", "global")
 PRUNING_SCHEDULES = ("one_ahead", "reference")
 """``pruning.schedule``: when each sparse epoch reaches its sparsity (:mod:`..sparsity`)."""

@@ -349,12 +349,8 @@ class ExperimentConfig:
             key = f"constraints[{i}]"
             _require(bool(c.type), f"{key}.type is missing; e.g. type: demographic_parity")
             _require(c.tolerance >= 0, f"{key}.tolerance must be >= 0, got {c.tolerance}")
-            _require(
-                c.mode in ("intersectional", "marginal"), f"{key}.mode must be intersectional or marginal"
-            )
-            _require(
-                c.form in ("group_vs_overall", "max_min"), f"{key}.form must be group_vs_overall or max_min"
-            )
+            _require(c.mode in choices.GROUPING_MODES, f"{key}.mode must be intersectional or marginal")
+            _require(c.form in choices.CONSTRAINT_FORMS, f"{key}.form must be group_vs_overall or max_min")
             _require(
                 c.buffer_size >= 0, f"{key}.buffer_size must be >= 0 (0: batch estimate), got {c.buffer_size}"
             )

@@ -36,12 +36,16 @@ import cooper
 import torch
 
 from ..buffer import ReplayBuffer
+from ..config.choices import CONSTRAINT_FORMS
 from ..errors import ConfigError
 from ..groups import Grouping
 from ..runtime.distributed import gather_cat, global_sum, is_distributed, world_size
 from .base import BatchOutputs, GroupConstraint, check_tolerance, indexed_state
 
-FORMS: dict[str, tuple[str, ...]] = {"group_vs_overall": ("above", "below"), "max_min": ("max-min",)}
+FORMS: dict[str, tuple[str, ...]] = dict(
+    zip(CONSTRAINT_FORMS, (("above", "below"), ("max-min",)), strict=True)
+)
+"""The row labels of each form."""
 
 
 @dataclass

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from constrained_fairness.config.choices import DATA_SPLITS
 from constrained_fairness.data.images import (
     ImageData,
     LabeledImages,
@@ -119,7 +120,7 @@ def load_utkface(
     if not isinstance(target, str) or target not in columns:
         raise DataError(f"UTKFace target {target!r} is not available; choose 'race' or 'gender'")
     protected_names = check_names(protected, tuple(columns), "UTKFace protected attribute")
-    if split not in ("seeded", "reference"):
+    if split not in DATA_SPLITS:
         raise DataError(f"UTKFace split must be 'seeded' or 'reference', got {split!r}")
     folder = resolve_data_root(root, "UTKFace", "UTKFace")
     suffixes = (".jpg",) if split == "reference" else _IMAGE_SUFFIXES  # the reference globs *.jpg

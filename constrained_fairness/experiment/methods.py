@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
@@ -34,8 +33,9 @@ from ..constraints.base import BatchOutputs
 from ..errors import ConfigError
 from ..groups import Grouping
 from ..registry import METHODS, is_import_path
+from ..reporting.results import MethodResult
 from ..training.evaluation import Evaluator, SplitEvaluation
-from .results import MethodResults
+from .results import MethodResultBuilder
 
 TRAINED = ("nft", "reweighting", "el", "el_rb", "ceag", "constrained")
 DERIVED = ("nft_es", "thresholds")  # read off the NFT run
@@ -168,8 +168,8 @@ def thresholds_entry(
     rule: str,
     grouping: Grouping,
     evaluator: Evaluator,
-    results: MethodResults,
-) -> dict[str, Any]:
+    builder: MethodResultBuilder,
+) -> MethodResult:
     """The NFT model (its ``evaluation``) post-processed with group thresholds fit on its
     validation scores."""
     val = evaluation["val"].outputs
@@ -186,7 +186,7 @@ def thresholds_entry(
         # hard decisions as logits (the loss stays the base model's: thresholds change no score)
         logits = torch.nn.functional.one_hot(predicted, 2).float() * 20.0 - 10.0
         post[split] = BatchOutputs(logits, o.targets, o.attributes, o.losses)
-    out = results.entry(evaluator.evaluate_outputs(post), epoch)
+    out = builder.entry(evaluator.evaluate_outputs(post), epoch)
     out.thresholds = {name: float(t) for name, t in zip(grouping.names, thresholds.tolist(), strict=True)}
     out.thresholds_rule = rule
     return out

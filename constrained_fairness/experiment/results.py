@@ -22,12 +22,13 @@ from ..reporting.results import (
     MethodResult,
     SplitResult,
     Verdict,
+    VerdictStatistic,
 )
 from ..sparsity import MagnitudePruner
 from ..training.evaluation import Evaluator, SplitEvaluation
 
 
-class MethodResults:
+class MethodResultBuilder:
     """Builds each method's entry from an evaluation of its model on every split.
 
     ``report_constraints`` are the declared ``constraints:`` (on the CPU), each evaluated
@@ -59,7 +60,7 @@ class MethodResults:
             for name, c in self.report_constraints:
                 for s in self.split_names:
                     verdict = constraint_verdicts(c, evaluation[s].outputs, self.settings)
-                    out.splits[s].verdicts[name] = Verdict.from_json(verdict)
+                    out.splits[s].verdicts[name] = verdict_of(verdict)
         return out
 
     def _split(self, evaluation: SplitEvaluation, split: str) -> SplitResult:
@@ -99,8 +100,23 @@ class MethodResults:
         if result.max_eag is not None:
             out.max_eag_ci = Interval(finite_or_none(result.max_eag.low), finite_or_none(result.max_eag.high))
         out.aggregates = {stat: Aggregate(**a) for stat, a in result.aggregates().items()}
-        out.verdicts = {name: Verdict.from_json(v) for name, v in result.verdicts.items()}
+        out.verdicts = {name: verdict_of(v) for name, v in result.verdicts.items()}
         return out
+
+
+def verdict_of(verdict: dict[str, Any]) -> Verdict:
+    """The :class:`Verdict` of :func:`~constrained_fairness.reporting.group_evaluation.classify`
+    (with a constraint's ``statistic`` from ``constraint_verdicts``), values as computed."""
+    statistic = verdict.get("statistic")
+    return Verdict(
+        verdict["tolerance"],
+        verdict["counts"],
+        verdict["groups"],
+        verdict["min_group_size"],
+        None
+        if statistic is None
+        else {g: VerdictStatistic(s["value"], Interval(*s["ci"]), s["n"]) for g, s in statistic.items()},
+    )
 
 
 def nft_es_name(select_on: str) -> str:

@@ -25,6 +25,7 @@ a stage continues from its checkpoint (a finished stage is not re-run).
 from __future__ import annotations
 
 import copy
+import functools
 import time
 import warnings
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ from ..training.evaluation import Evaluator
 from ..training.loggers import RunLogger
 from .methods import MethodContext, method_name, thresholds_entry, trained_methods
 from .outputs import write_run_files
-from .results import MethodResults, achieved_sparsity, nft_es_name
+from .results import MethodResultBuilder, achieved_sparsity, nft_es_name
 from .run_dir import StageCheckpoints, check_same_config, prepare_run_dir
 from .stages import StageTrainers
 from .validation import check_batch_sizes, check_constraint_attributes, check_methods_fit_data, unique_names
@@ -68,9 +69,10 @@ class RunResult:
     run_dir: Path
     results: RunResults
 
-    @property
+    @functools.cached_property
     def metrics(self) -> dict[str, Any]:
-        return self.results.to_json() | {"wall_seconds": self.results.wall_seconds}
+        wall = self.results.wall_seconds
+        return self.results.to_json() | ({} if wall is None else {"wall_seconds": wall})
 
 
 class Experiment:
@@ -242,7 +244,7 @@ class Experiment:
         total = cfg.pruning.epochs + cfg.finetune.epochs
 
         trained = trained_methods(cfg.methods)
-        results = MethodResults(
+        builder = MethodResultBuilder(
             self.grouping,
             self.split_names,
             self.evaluator,
@@ -280,19 +282,19 @@ class Experiment:
             if entry in cfg.methods or (method == "nft" and "thresholds" in cfg.methods):
                 evaluation = self.evaluator(model)  # once, also for the thresholds of NFT
             if entry in cfg.methods:
-                methods[method] = results.entry(evaluation, final)
+                methods[method] = builder.entry(evaluation, final)
                 methods[method].skipped_batches = trainer.skipped
                 if trainer.problem.is_constrained:
                     methods[method].multipliers = trainer.problem.multiplier_values()
             if method == "nft" and "nft_es" in cfg.methods and trainer.best is not None:
                 best = copy.deepcopy(model)
                 best.load_state_dict(trainer.best["model"])
-                selected = results.entry(self.evaluator(best), int(trainer.best["epoch"]))
+                selected = builder.entry(self.evaluator(best), int(trainer.best["epoch"]))
                 selected.selected_on = self.select_on
                 methods[nft_es_name(self.select_on)] = selected
             if method == "nft" and "thresholds" in cfg.methods:
                 methods["thresholds"] = thresholds_entry(
-                    evaluation, final, cfg.thresholds.rule, self.grouping, self.evaluator, results
+                    evaluation, final, cfg.thresholds.rule, self.grouping, self.evaluator, builder
                 )
             achieved = achieved_sparsity(trainer.pruner)
 
@@ -333,7 +335,8 @@ def run_experiment(
     force: bool = False,
     model: torch.nn.Module | ModelFactory | None = None,
 ) -> RunResult:
-    """Run the protocol of ``cfg``; returns the run folder and the metrics written to it.
+    """Run the protocol of ``cfg``; returns the run folder and its results (the typed tree
+    ``metrics.json`` was written from, and ``.metrics``, that file's content).
 
     ``data`` replaces ``cfg.data`` with already loaded data: tables, for example
     ``constrained_fairness.data.from_records(dataframe, target=..., protected=[...])``; an

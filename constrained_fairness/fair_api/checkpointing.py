@@ -70,10 +70,10 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], path: str
 def save_trainer(trainer: FairTrainer, path: str | Path, include_history: bool = True) -> None:
     """Write ``trainer``'s checkpoint to ``path`` (the multipliers are first stored in the
     model on every rank; under DDP rank 0 alone writes)."""
-    trainer._store_multipliers()
+    trainer.store_multipliers()
     if not is_writer():
         return
-    dual = trainer._dual_optimizer()
+    dual = trainer.dual_optimizer()
     state = {
         "format": CHECKPOINT_FORMAT,
         "epoch": trainer.epoch,
@@ -98,13 +98,10 @@ def load_trainer(trainer: FairTrainer, path: str | Path) -> dict[str, Any]:
     trainer.optimizer.load_state_dict(state["optimizer"])
     if trainer.scheduler is not None and state["scheduler"] is not None:
         trainer.scheduler.load_state_dict(state["scheduler"])
-    trainer._constraint, trainer._cooper, trainer._step = None, None, None
-    trainer._skipped = int(state.get("skipped", 0))
-    if trainer.model.has_groups:
-        trainer._prepare(None)
-        dual = trainer._dual_optimizer()
-        if dual is not None and state["dual_optimizer"] is not None:
-            dual.load_state_dict(state["dual_optimizer"])
+    trainer.rebuild(skipped=int(state.get("skipped", 0)))
+    dual = trainer.dual_optimizer()
+    if dual is not None and state["dual_optimizer"] is not None:
+        dual.load_state_dict(state["dual_optimizer"])
     trainer.early_stopping.load_state_dict(state["early_stopping"])
     trainer.best_state = state["best_state"]
     trainer.epoch = int(state["epoch"])

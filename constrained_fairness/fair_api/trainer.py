@@ -173,12 +173,20 @@ class FairTrainer:
                 self._load_multipliers()
         return self._constraint
 
+    def rebuild(self, skipped: int = 0) -> None:
+        """Build the constraint and training step anew (after loading a checkpoint: from the
+        model's groups and multipliers), with ``skipped`` batches already counted."""
+        self._constraint, self._cooper, self._step, self._skipped = None, None, None, skipped
+        if self.model.has_groups:
+            self._prepare(None)
+
     @property
     def skipped(self) -> int:
         """Batches dropped by ``nonfinite='skip'``."""
         return self._step.skipped if self._step is not None else self._skipped
 
-    def _dual_optimizer(self) -> torch.optim.Optimizer | None:
+    def dual_optimizer(self) -> torch.optim.Optimizer | None:
+        """The multipliers' optimizer (Lagrangian enforcement, once the constraint is built)."""
         return self._cooper.dual_optimizers[0] if self.lagrangian and self._cooper is not None else None
 
     def _load_multipliers(self) -> None:
@@ -187,13 +195,14 @@ class FairTrainer:
             with torch.no_grad():
                 weight.copy_(self.model.multipliers.view_as(weight))
 
-    def _store_multipliers(self) -> None:
+    def store_multipliers(self) -> None:
+        """Copy the constraint's multipliers into ``model.multipliers`` (saved with the model)."""
         if self._constraint is not None and self.lagrangian:
             self.model.multipliers = self._constraint.multiplier_values().to(self.model.multipliers.device)
 
     def multipliers(self) -> list[float]:
         """The current Lagrange multipliers, one per constraint row (empty for projection)."""
-        self._store_multipliers()
+        self.store_multipliers()
         return [float(v) for v in self.model.multipliers.tolist()]
 
     def constraint_rows(self) -> list[str]:
@@ -233,7 +242,7 @@ class FairTrainer:
                 totals.add(float(loss.detach()), len(x), batch)
         if not totals.seen_rows():
             raise DataError("the training loader yields no batch; pass a loader with at least one batch")
-        self._store_multipliers()
+        self.store_multipliers()
         if calibrate:
             self._calibrate(train_loader)
         return totals.mean_loss(), totals.gaps(self._constraint)[0]

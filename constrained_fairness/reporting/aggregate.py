@@ -4,7 +4,7 @@ For a metric ``x`` over seeds ``x_1..x_n``: mean ``x̄ = Σ x_i / n`` and sample
 deviation ``s = sqrt(Σ (x_i − x̄)² / (n − 1))`` (0 for a single seed).
 
 Only train and test are tabulated, so runs with and without a validation split
-(``metrics["splits"]``, :func:`~.results_view.splits_of`) aggregate alike; a split a run did not
+(``metrics["splits"]``, :attr:`~.results.RunResults.splits`) aggregate alike; a split a run did not
 evaluate adds nothing to its cells. A method selected on the test split (``"selected_on":
 "test"``, e.g. ``nft_es_test``) is marked ``†``, with a footnote below the table.
 """

@@ -11,7 +11,7 @@ for the test max EAG and the test accuracy against the sparsity. The output fold
 ``compare.md``, ``compare.html`` (self-contained) and the two plots.
 
 Only the train and test splits are compared, so runs with and without a validation split
-(``metrics["splits"]``, :func:`~.results_view.splits_of`) compare alike; a value of a split a run did
+(``metrics["splits"]``, :attr:`~.results.RunResults.splits`) compare alike; a value of a split a run did
 not evaluate is ``–``. A method selected on the test split (``"selected_on": "test"``, e.g.
 ``nft_es_test``) is marked ``†`` in the table and the curves, with a footnote.
 """
@@ -86,11 +86,8 @@ def load_run(path: Path) -> LoadedRun:
         )
     try:
         results = RunResults.from_json(metrics)
-    except TypeError:
-        raise DataError(
-            f"{path / 'metrics.json'} has a malformed 'splits' entry (not a list of split names); "
-            "re-run or remove that run"
-        ) from None
+    except TypeError as exc:  # e.g. metrics['splits'] must be a list of split names, got ...
+        raise DataError(f"{path / 'metrics.json'} is malformed ({exc}); re-run or remove that run") from None
     config: dict[str, Any] = {}
     if (path / "config.yaml").is_file():
         config = yaml.safe_load((path / "config.yaml").read_text()) or {}

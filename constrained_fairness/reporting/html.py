@@ -6,7 +6,7 @@ it draws, per split, the EAG of every group with its bootstrap interval against 
 (``eag_ci_<split>.png``), the accuracy-vs-max-EAG scatter of the methods
 (``accuracy_vs_max_eag.png``) and each group's train-vs-test EAG (``eag_train_vs_test.png``).
 
-Like ``report.md`` it covers the evaluated splits only (:func:`~.results_view.splits_of`), and marks a
+Like ``report.md`` it covers the evaluated splits only (:attr:`~.results.RunResults.splits`), and marks a
 method selected on the test split ``†`` with a footnote (its test numbers are optimistic).
 """
 
@@ -23,10 +23,8 @@ from ..files import atomic_write_text
 from .group_evaluation import VERDICTS
 from .markdown import VERDICT_HEADER, fmt
 from .plots import plot_accuracy_vs_violation, plot_eag_intervals, plot_train_vs_test
-from .results import Interval, RunResults
-from .results_view import as_results, is_feasible, method_label, selection_note, verdict_entries
-
-Results = RunResults | Mapping
+from .results import Interval, ResultsLike, RunResults
+from .results_view import is_feasible, method_label, selection_note, verdict_entries
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -160,8 +158,8 @@ def selection_notes_html(results: RunResults) -> str:
     return "".join(selection_note_html(name) for name in results.methods_selected_on_test)
 
 
-def format_html(metrics: Results, config: Mapping | None, plots: Path) -> str:
-    results = as_results(metrics)
+def format_html(metrics: ResultsLike, config: Mapping | None, plots: Path) -> str:
+    results = RunResults.from_json(metrics)
     config = config or {}
     splits = results.splits
     methods = results.methods
@@ -202,9 +200,9 @@ def format_html(metrics: Results, config: Mapping | None, plots: Path) -> str:
     return html_page(f"{config.get('name', 'run')} report", "".join(body))
 
 
-def write_html_report(run_dir: str | Path, metrics: Results, config: Mapping | None = None) -> Path:
+def write_html_report(run_dir: str | Path, metrics: ResultsLike, config: Mapping | None = None) -> Path:
     """Draw the interval plots into ``plots/`` and write ``report.html`` (atomically)."""
-    results = as_results(metrics)
+    results = RunResults.from_json(metrics)
     run_dir = Path(run_dir)
     plots = run_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ where the constraints are imposed).
 All accuracies and EAGs are shown as fractions with 4 decimals; a missing value (group without
 samples, ``null``/NaN in the inputs) is shown as ``–``.
 
-**Splits.** A run evaluates the splits listed in ``metrics["splits"]`` (:func:`splits_of`; a
+**Splits.** A run evaluates the splits listed in ``metrics["splits"]`` (:attr:`~.results.RunResults.splits`; a
 run without a validation split, ``data.val_fraction: 0``, has ``["train", "test"]``; an older
 metrics file without the key has all three). Tables, sections and plots cover exactly those
 splits: a split that was not evaluated gets no column, section or plot.
@@ -36,9 +36,8 @@ from ..files import atomic_write_text
 from ..metrics import finite_or_none
 from .group_evaluation import VERDICTS
 from .plots import plot_constraint, plot_dense_vs_sparse, plot_eag, plot_multipliers
-from .results import MethodResult, RunResults
+from .results import MethodResult, ResultsLike, RunResults
 from .results_view import (
-    as_results,
     comparison_split,
     constraint_names,
     dense_group_accuracy,
@@ -49,9 +48,6 @@ from .results_view import (
     selection_notes,
     verdict_entries,
 )
-
-Results = RunResults | Mapping
-"""The typed results of a run, or the content of its ``metrics.json``."""
 
 MISSING = "–"
 """Placeholder for a value that does not exist (en dash)."""
@@ -96,14 +92,15 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequen
 # --------------------------------------------------------------------------------------------
 
 
-def format_method_table(metrics: Results) -> str:
+def format_method_table(metrics: ResultsLike) -> str:
     """Markdown table with one row per method.
 
-    Columns: accuracy ``acc_s`` and ``max_g ψ[g]`` on each evaluated split (:func:`splits_of`),
-    and ``feasible (train)`` = ✓ if ``max_eag_train ≤ ε`` else ✗ (``–`` if either is missing).
+    Columns: accuracy ``acc_s`` and ``max_g ψ[g]`` on each evaluated split
+    (:attr:`~.results.RunResults.splits`), and ``feasible (train)`` = ✓ if ``max_eag_train ≤ ε``
+    else ✗ (``–`` if either is missing).
     A method selected on the test split is marked ``†``.
     """
-    results = as_results(metrics)
+    results = RunResults.from_json(metrics)
     splits = results.splits
     header = ["method"]
     for split in splits:
@@ -121,14 +118,14 @@ def format_method_table(metrics: Results) -> str:
     return md_table(header, rows, ["l"] + ["r"] * (2 * len(splits)) + ["c"])
 
 
-def format_group_table(metrics: Results, split: str, group_names: Sequence[str]) -> str:
+def format_group_table(metrics: ResultsLike, split: str, group_names: Sequence[str]) -> str:
     """Markdown table of ``split`` with one row per group that has samples there.
 
     Columns: ``n``, dense accuracy ``acc_d[g]``, then per method its accuracy ``acc_s[g]`` and
     ``ψ[g] = (acc_d[g] − acc_s[g]) − (acc_d − acc_s)``. Groups with ``n = 0`` get no row; they are
     listed below the table instead.
     """
-    results = as_results(metrics)
+    results = RunResults.from_json(metrics)
     present, empty = present_groups(results, split, group_names)
     header = ["group", "n", "dense acc"]
     for name, method in results.items():
@@ -160,7 +157,7 @@ def _config_line(results: RunResults) -> str:
 
 
 def _dense_line(results: RunResults) -> str | None:
-    if not results.dense:
+    if results.dense is None:
         return None
     parts = [f"{split} {fmt(results.dense_split(split).accuracy)}" for split in results.splits]
     return "Dense model accuracy: " + " · ".join(parts)
@@ -187,10 +184,10 @@ VERDICT_HEADER = (
 )
 
 
-def format_verdict_table(metrics: Results) -> str:
+def format_verdict_table(metrics: ResultsLike) -> str:
     """Counts of satisfied / violated / uncertain / too small groups per method, split and
     constraint, with the violated groups named ("" when the run has no verdicts)."""
-    results = as_results(metrics)
+    results = RunResults.from_json(metrics)
     rows = [
         [
             md_escape(method_label(method, results.methods.get(method))),
@@ -215,9 +212,9 @@ def _splits_line(results: RunResults) -> str | None:
     return line + (" (this run has no validation split)." if "val" not in splits else ".")
 
 
-def format_report(metrics: Results, group_names: Sequence[str]) -> str:
+def format_report(metrics: ResultsLike, group_names: Sequence[str]) -> str:
     """The full ``report.md`` text (tables plus links to the plots under ``plots/``)."""
-    results = as_results(metrics)
+    results = RunResults.from_json(metrics)
     splits = results.splits
     lines = ["# Sparse model fairness report", "", _config_line(results), ""]
     for extra in (_splits_line(results), _dense_line(results), _epoch_line(results)):
@@ -289,9 +286,9 @@ def format_report(metrics: Results, group_names: Sequence[str]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def format_constraint_table(metrics: Results, name: str) -> str:
+def format_constraint_table(metrics: ResultsLike, name: str) -> str:
     """Max strict violation (net of the tolerance; ≤ 0 is satisfied) per method and split."""
-    results = as_results(metrics)
+    results = RunResults.from_json(metrics)
     splits = results.splits
     header = ["method", *[f"{s} max violation" for s in splits], "satisfied (train)"]
     rows = []
@@ -316,16 +313,16 @@ def _max_violation(method: MethodResult, name: str, split: str) -> float | None:
 
 
 def write_report(
-    run_dir: str | Path, metrics: Results, history: Sequence[Mapping], group_names: Sequence[str]
+    run_dir: str | Path, metrics: ResultsLike, history: Sequence[Mapping], group_names: Sequence[str]
 ) -> list[Path]:
     """Write ``report.md`` and the plots of a run; return the paths written.
 
     Files (each written atomically): ``plots/eag_<split>.png`` per evaluated split
-    (:func:`splits_of`), ``plots/multipliers.png``, ``plots/dense_vs_sparse_accuracy.png``,
+    (:attr:`~.results.RunResults.splits`), ``plots/multipliers.png``, ``plots/dense_vs_sparse_accuracy.png``,
     ``plots/constraint_<name>_<split>.png`` per declared constraint and split, and ``report.md``
     (written last, so it only links to plots that exist; returned first).
     """
-    results = as_results(metrics)
+    results = RunResults.from_json(metrics)
     run_dir = Path(run_dir)
     plots = run_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)

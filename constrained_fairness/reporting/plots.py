@@ -11,10 +11,8 @@ from typing import Any
 
 from ..files import atomic_write
 from ..metrics import finite_or_none
-from .results import Interval, RunResults
-from .results_view import as_results, comparison_split, dense_group_accuracy, method_label, present_groups
-
-Results = RunResults | Mapping
+from .results import Interval, ResultsLike, RunResults
+from .results_view import comparison_split, dense_group_accuracy, method_label, present_groups
 
 _IGNORED_STAGES = frozenset({"dense", "gmp"})
 
@@ -97,9 +95,9 @@ def _empty_message(fig: Any, message: str) -> None:
     ax.set_axis_off()
 
 
-def plot_eag(metrics: Results, split: str, group_names: Sequence[str], path: str | Path) -> Path:
+def plot_eag(metrics: ResultsLike, split: str, group_names: Sequence[str], path: str | Path) -> Path:
     """Bar chart of ``ψ[g]`` per group (one bar per method) with dashed lines at ε and 0."""
-    results = as_results(metrics)
+    results = RunResults.from_json(metrics)
     methods = results.methods
     groups, _ = present_groups(results, split, group_names)
     fig = new_figure(max(6.0, 0.6 * len(groups) * max(len(methods), 1) ** 0.5 + 2.0), 4.5)
@@ -126,15 +124,15 @@ def plot_eag(metrics: Results, split: str, group_names: Sequence[str], path: str
     return save_figure(fig, Path(path))
 
 
-def plot_constraint(metrics: Results, name: str, split: str, path: str | Path) -> Path:
+def plot_constraint(metrics: ResultsLike, name: str, split: str, path: str | Path) -> Path:
     """Strict violation per constraint row (one bar per method), net of the tolerance: the
     constraint holds where a bar is at or below 0."""
     reports = {
         m: report
-        for m, method in as_results(metrics).items()
+        for m, method in RunResults.from_json(metrics).items()
         if (report := method.constraint(name, split)) is not None
     }
-    labels = {m: method_label(m, as_results(metrics).methods[m]) for m in reports}
+    labels = {m: method_label(m, RunResults.from_json(metrics).methods[m]) for m in reports}
     rows: list[str] = []
     for report in reports.values():
         for row in report.violations:
@@ -156,11 +154,11 @@ def plot_constraint(metrics: Results, name: str, split: str, path: str | Path) -
 
 
 def plot_dense_vs_sparse(
-    metrics: Results, group_names: Sequence[str], path: str | Path, split: str | None = None
+    metrics: ResultsLike, group_names: Sequence[str], path: str | Path, split: str | None = None
 ) -> Path:
     """Grouped bars of per-group accuracy: dense ``acc_d[g]`` next to each method's ``acc_s[g]``,
     on ``split`` (default: :func:`comparison_split`, i.e. test)."""
-    results = as_results(metrics)
+    results = RunResults.from_json(metrics)
     split = comparison_split(results) if split is None else split
     methods = results.methods
     groups, _ = present_groups(results, split, group_names)
@@ -253,9 +251,9 @@ def plot_multipliers(history: Sequence[Mapping], group_names: Sequence[str], pat
     return save_figure(fig, Path(path))
 
 
-def plot_eag_intervals(metrics: Results, split: str, path: Path) -> Path:
+def plot_eag_intervals(metrics: ResultsLike, split: str, path: Path) -> Path:
     """Per-group EAG with its bootstrap interval (whiskers), one series per method, against ε."""
-    results = as_results(metrics)
+    results = RunResults.from_json(metrics)
     fig = new_figure(9, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     groups = results.groups
@@ -281,9 +279,9 @@ def _bounds(interval: Interval | None) -> Bounds | None:
     return None if interval is None else (interval.low, interval.high)
 
 
-def plot_accuracy_vs_violation(metrics: Results, path: Path) -> Path:
+def plot_accuracy_vs_violation(metrics: ResultsLike, path: Path) -> Path:
     """Test accuracy against test max EAG (with its interval) per method."""
-    results = as_results(metrics)
+    results = RunResults.from_json(metrics)
     fig = new_figure(6, 4.5)
     ax = fig.add_subplot(1, 1, 1)
     for i, (name, method) in enumerate(results.items()):
@@ -310,9 +308,9 @@ def plot_accuracy_vs_violation(metrics: Results, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_train_vs_test(metrics: Results, path: Path) -> Path:
+def plot_train_vs_test(metrics: ResultsLike, path: Path) -> Path:
     """Each group's train EAG (x) against its test EAG (y), per method; the diagonal and ε."""
-    results = as_results(metrics)
+    results = RunResults.from_json(metrics)
     fig = new_figure(6, 5)
     ax = fig.add_subplot(1, 1, 1)
     for i, (name, method) in enumerate(results.items()):

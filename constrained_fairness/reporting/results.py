@@ -13,8 +13,9 @@ Reading is tolerant of files written by older versions: an absent key reads as m
 key this version does not know is ignored. A malformed ``splits`` entry (not a list of split
 names) is a :class:`TypeError`.
 
-Numbers keep the type they were written with (an ``int`` stays an ``int``), so a file read and
-written again is byte-identical.
+Numbers keep the type they were written with (an ``int`` stays an ``int``), so a file this
+version (or the dict-based writer before it) wrote reads and writes back byte-identical; an
+older or hand-made file may not (absent keys are written, unknown ones dropped).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .split_results import (
     VerdictStatistic,
     from_json_all,
     from_json_optional,
+    integer,
     mapping,
     number,
     to_json_all,
@@ -50,11 +52,13 @@ __all__ = [
     "GroupResult",
     "Interval",
     "MethodResult",
+    "ResultsLike",
     "RunResults",
     "SplitResult",
     "Verdict",
     "VerdictStatistic",
     "number",
+    "read_groups",
     "read_splits",
 ]
 
@@ -117,11 +121,11 @@ class MethodResult:
         epoch, skipped = e.get("epoch"), e.get("skipped_batches")
         return cls(
             splits={s: SplitResult.from_json(e[s]) for s in splits if isinstance(e.get(s), Mapping)},
-            epoch=epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+            epoch=integer(epoch),
             constraints=None
             if not isinstance(constraints, Mapping)
             else {str(c): from_json_all(ConstraintReport, by_split) for c, by_split in constraints.items()},
-            skipped_batches=skipped if isinstance(skipped, int) else None,
+            skipped_batches=integer(skipped),
             multipliers=e.get("multipliers") if isinstance(e.get("multipliers"), Mapping) else None,
             selected_on=e.get("selected_on") if isinstance(e.get("selected_on"), str) else None,
             thresholds=e.get("thresholds") if isinstance(e.get("thresholds"), Mapping) else None,
@@ -170,7 +174,7 @@ class RunResults:
     sparsity: Number = None
     achieved_sparsity: dict[str, Any] = field(default_factory=dict)
     groups: list[str] = field(default_factory=list)
-    dense: dict[str, DenseSplit] = field(default_factory=dict)
+    dense: dict[str, DenseSplit] | None = None
     methods: dict[str, MethodResult] = field(default_factory=dict)
     world_size: int | None = None
     wall_seconds: float | None = None
@@ -180,7 +184,7 @@ class RunResults:
         return self.methods.get(name) or MethodResult()
 
     def dense_split(self, name: str) -> DenseSplit:
-        return self.dense.get(name) or DenseSplit()
+        return (self.dense or {}).get(name) or DenseSplit()
 
     def items(self) -> Iterator[tuple[str, MethodResult]]:
         return iter(self.methods.items())
@@ -200,7 +204,7 @@ class RunResults:
             "sparsity": self.sparsity,
             "achieved_sparsity": self.achieved_sparsity,
             "groups": list(self.groups),
-            "dense": to_json_all(self.dense),
+            "dense": to_json_all(self.dense or {}),
             "methods": to_json_all(self.methods),
         }
         if self.world_size is not None:
@@ -227,13 +231,17 @@ class RunResults:
             tolerance=number(metrics.get("tolerance")),
             sparsity=number(metrics.get("sparsity")),
             achieved_sparsity=dict(mapping(metrics.get("achieved_sparsity"))),
-            groups=[str(g) for g in metrics.get("groups") or []],
-            dense=from_json_all(DenseSplit, metrics.get("dense")),
+            groups=read_groups(metrics.get("groups")),
+            dense=from_json_optional(DenseSplit, metrics.get("dense")),
             methods={str(m): MethodResult.from_json(e, splits) for m, e in methods.items()},
-            world_size=world if isinstance(world, int) and not isinstance(world, bool) else None,
+            world_size=integer(world),
             wall_seconds=None if wall is None else float(wall),
             explicit_splits="splits" in metrics,
         )
+
+
+ResultsLike = RunResults | Mapping
+"""What a report reads: the typed results of a run, or the content of its ``metrics.json``."""
 
 
 def read_splits(splits: Any) -> tuple[str, ...]:
@@ -251,3 +259,12 @@ def read_splits(splits: Any) -> tuple[str, ...]:
         if split not in out:
             out.append(split)
     return tuple(out)
+
+
+def read_groups(groups: Any) -> list[str]:
+    """The run's group names (``metrics["groups"]``; none when absent)."""
+    if groups is None:
+        return []
+    if isinstance(groups, (str, bytes)) or not isinstance(groups, Sequence):
+        raise TypeError(f"metrics['groups'] must be a list of group names, got {groups!r}")
+    return [str(g) for g in groups]

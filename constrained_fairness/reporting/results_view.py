@@ -1,8 +1,8 @@
 """Reading a run's results (:class:`~.results.RunResults`) for the reports: the groups to
 show, their counts and dense accuracies, the verdicts, and the NFT+ES selection marks.
 
-Every function takes the typed tree (or a ``metrics.json`` dict, read through
-:meth:`~.results.RunResults.from_json`); none reads a string key.
+Every function takes the typed tree (a ``metrics.json`` dict is read with
+:meth:`~.results.RunResults.from_json` first); none reads a string key.
 """
 
 from __future__ import annotations
@@ -11,15 +11,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..metrics import finite_or_none
-from .results import MethodResult, RunResults, read_splits
+from .results import MethodResult, RunResults
 
 TEST_SELECTED_MARK = "†"
 """Mark of a method selected on the test split (its test numbers are optimistic)."""
-
-
-def as_results(metrics: RunResults | Mapping) -> RunResults:
-    """The typed tree of ``metrics`` (a :class:`RunResults` passes through)."""
-    return RunResults.from_json(metrics)
 
 
 def is_feasible(max_eag: Any, tolerance: Any) -> bool | None:
@@ -28,13 +23,6 @@ def is_feasible(max_eag: Any, tolerance: Any) -> bool | None:
     if m is None or tolerance is None:
         return None
     return m <= tolerance
-
-
-def splits_of(metrics: RunResults | Mapping) -> tuple[str, ...]:
-    """The evaluated splits of a run, in order (see :func:`~.results.read_splits`)."""
-    if isinstance(metrics, RunResults):
-        return metrics.splits
-    return read_splits(metrics.get("splits"))
 
 
 def marked_label(name: Any, selected_on_test: bool) -> str:

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..metrics import finite_or_none
+
 Number = float | int | None
 JSON = dict[str, Any]
 
@@ -21,10 +23,19 @@ BASE_GROUP_STATISTICS = ("accuracy", "dense_accuracy", "eag")
 
 
 def number(value: Any) -> Number:
-    """``value`` if it is a finite ``int`` or ``float`` (booleans excluded), else ``None``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return value if math.isfinite(value) else None
+    """``value`` if it is a finite ``int`` or ``float`` (kept as written, so that a file reads and
+    writes back unchanged); another finite number (a numeric string, a one-element tensor) as a
+    ``float``, as :func:`~constrained_fairness.metrics.finite_or_none` reads it; else ``None``
+    (NaN, ±inf, booleans, non-numbers)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value if math.isfinite(value) else None
+    return finite_or_none(value)
+
+
+def integer(value: Any) -> int | None:
+    """A count or an epoch: an ``int``, or a float with an integral value (``5.0``); else ``None``."""
+    x = number(value)
+    return int(x) if x is not None and float(x).is_integer() else None
 
 
 def mapping(value: Any) -> Mapping:
@@ -106,7 +117,7 @@ class GroupResult:
         entry = mapping(entry)
         n = entry.get("n")
         out = cls(
-            n=n if isinstance(n, int) and not isinstance(n, bool) else None,
+            n=integer(n),
             **{s: number(entry.get(s)) for s in BASE_GROUP_STATISTICS},
         )
         for key, value in entry.items():
@@ -156,7 +167,7 @@ class VerdictStatistic:
         return cls(
             number(e.get("value")),
             Interval.from_json(e.get("ci")) or Interval(),
-            n if isinstance(n, int) else None,
+            integer(n),
         )
 
 
@@ -187,13 +198,13 @@ class Verdict:
         e = mapping(entry)
         return cls(
             tolerance=number(e.get("tolerance")),
-            counts={str(k): v for k, v in mapping(e.get("counts")).items() if isinstance(v, int)},
+            counts={str(k): c for k, v in mapping(e.get("counts")).items() if (c := integer(v)) is not None},
             groups={
                 str(k): [str(g) for g in v]
                 for k, v in mapping(e.get("groups")).items()
                 if isinstance(v, list)
             },
-            min_group_size=e.get("min_group_size") if isinstance(e.get("min_group_size"), int) else None,
+            min_group_size=integer(e.get("min_group_size")),
             statistic=from_json_optional(VerdictStatistic, e.get("statistic")),
         )
 

@@ -129,9 +129,10 @@ def test_ddp_fair_trainer_matches_one_process_on_the_global_batches(runs):
         assert torch.equal(ranks[0][key].nan_to_num(), ranks[1][key].nan_to_num()), key  # ranks agree exactly
 
 
-def test_the_comparison_would_catch_a_missing_reduction(runs):
-    """A process alone on rank 0's shards (what DDP would do with nothing reduced) ends
-    elsewhere, by far more than the tolerance."""
+def test_one_shard_alone_is_outside_the_tolerance(runs):
+    """The comparison is sensitive: a process alone on rank 0's shards (no gradient all-reduce)
+    ends elsewhere, by far more than the tolerance. (A missing reduction of the pooled loss,
+    rows or gaps shows in the first test's ``n`` and loss.)"""
     _, single, _ = runs
     alone = train(0, 1, shards=WORLD)
     for key in ("model/network.0.weight", "multipliers", "history/val_loss", "history/train_fairness_gap"):

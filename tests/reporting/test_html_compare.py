@@ -182,7 +182,7 @@ def _paper_mode_run(source: Path, target: Path) -> dict:
     from constrained_fairness.reporting.html import write_html_report
     from constrained_fairness.reporting.markdown import write_report
 
-    from .test_report import _without_val, to_paper_mode
+    from .test_report import to_paper_mode, without_val
 
     shutil.copytree(source, target)
     shutil.rmtree(target / "plots")
@@ -195,7 +195,7 @@ def _paper_mode_run(source: Path, target: Path) -> dict:
     assert '"val"' not in json.dumps(metrics)  # the rewrite left no val key
     (target / "metrics.json").write_text(json.dumps(metrics))
     history = [json.loads(line) for line in (target / "history.jsonl").read_text().splitlines() if line]
-    history = _without_val(history)
+    history = without_val(history)
     (target / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     config = yaml.safe_load((target / "config.yaml").read_text())
     write_report(target, metrics, history, metrics["groups"])

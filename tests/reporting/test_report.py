@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from constrained_fairness import files
-from constrained_fairness.reporting import markdown, plots, results_view
+from constrained_fairness.reporting import markdown, plots
 from constrained_fairness.reporting.markdown import format_group_table, format_method_table, write_report
+from constrained_fairness.reporting.results import RunResults
 
 GROUPS = ["White|Male", "White|Female", "Black|Female"]  # "Black|Female" has no sample anywhere
 EMPTY = "Black|Female"
@@ -357,19 +358,19 @@ LEAK_NOTE = (
 )
 
 
-def _without_val(obj):
+def without_val(obj):
     """``obj`` with every ``"val"`` key removed, at any depth."""
     if isinstance(obj, dict):
-        return {k: _without_val(v) for k, v in obj.items() if k != "val"}
+        return {k: without_val(v) for k, v in obj.items() if k != "val"}
     if isinstance(obj, list):
-        return [_without_val(v) for v in obj]
+        return [without_val(v) for v in obj]
     return obj
 
 
 def to_paper_mode(metrics: dict) -> dict:
     """A metrics dict as a run without a validation split writes it: no ``"val"`` anywhere,
     ``"splits": ["train", "test"]``, and ``nft_es`` selected on test (``nft_es_test``)."""
-    out = _without_val(copy.deepcopy(metrics))
+    out = without_val(copy.deepcopy(metrics))
     out["splits"] = ["train", "test"]
     methods = {}
     for name, entry in out["methods"].items():
@@ -404,13 +405,16 @@ def make_full_metrics() -> dict:
     return metrics
 
 
-def test_splits_of_reads_the_key_and_defaults_to_three_splits() -> None:
-    assert results_view.splits_of({"methods": {}}) == ("train", "val", "test")
-    assert results_view.splits_of({"splits": ["train", "test"]}) == ("train", "test")
-    assert results_view.splits_of({"splits": ("train", "val", "test")}) == ("train", "val", "test")
+def test_splits_read_the_key_and_default_to_three_splits() -> None:
+    def splits(metrics: dict) -> tuple[str, ...]:
+        return RunResults.from_json(metrics).splits
+
+    assert splits({"methods": {}}) == ("train", "val", "test")
+    assert splits({"splits": ["train", "test"]}) == ("train", "test")
+    assert splits({"splits": ("train", "val", "test")}) == ("train", "val", "test")
     for bad in ("train", [1, 2], {"train": 1}):
         with pytest.raises(TypeError, match="metrics\\['splits'\\]"):
-            results_view.splits_of({"splits": bad})
+            splits({"splits": bad})
 
 
 def test_three_split_run_has_no_leak_note_and_all_splits() -> None:
@@ -436,7 +440,7 @@ def test_method_table_without_val_split() -> None:
 
 def test_write_report_without_val_split(tmp_path: Path) -> None:
     metrics = to_paper_mode(make_full_metrics())
-    history = _without_val(make_history())
+    history = without_val(make_history())
     paths = write_report(tmp_path / "run", metrics, history, GROUPS)
     run = tmp_path / "run"
     names = {

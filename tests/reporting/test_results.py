@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -76,24 +77,28 @@ def test_wall_seconds_never_reaches_metrics_json():
 
 
 def test_an_old_file_reads_as_missing_values():
-    old = {  # no splits, no dense_checkpoint, a NaN and a string where numbers belong, an unknown key
+    old = {  # no splits, no dense, a NaN, a numeric string and a float count, an unknown key
         "tolerance": 0.01,
         "methods": {
             "nft": {
-                "train": {"accuracy": math.nan, "max_eag": "0.1", "groups": {"g": {"n": 5, "eag": 0.2}}},
+                "train": {"accuracy": math.nan, "max_eag": "0.1", "groups": {"g": {"n": 5.0, "eag": 0.2}}},
+                "epoch": 3.0,
                 "stage": "nft",
             }
         },
     }
     run = RunResults.from_json(old)
-    assert run.splits == ("train", "val", "test") and run.sparsity is None
+    assert run.splits == ("train", "val", "test") and run.sparsity is None and run.dense is None
     train = run.method("nft").split("train")
-    assert train.accuracy is None and train.max_eag is None
+    assert train.accuracy is None and train.max_eag == 0.1  # read as finite_or_none reads it
+    assert train.group("g").n == 5 and run.method("nft").epoch == 3
     assert train.group("g").eag == 0.2 and train.group("g").accuracy is None
     assert train.group("absent") == GroupResult()
     assert run.method("nft").split("val") == SplitResult()
     assert run.method("absent").split("train").accuracy is None
     assert "splits" not in run.to_json()  # what was absent stays absent
+    with pytest.raises(TypeError, match="list of group names"):
+        RunResults.from_json({"groups": "abc", "methods": {}})
 
 
 def test_integers_stay_integers():
@@ -145,3 +150,18 @@ def test_selection_on_test_and_verdicts_read_back():
     assert run.methods_selected_on_test == ["nft_es_test"]
     verdict = run.method("nft_es_test").split("test").verdicts["eag"]
     assert verdict == Verdict(0.01, {"violated": 1}, {"violated": ["g"]}, 30)
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@pytest.mark.parametrize(
+    "name", ["metrics_03e8543_tiny_constraints.json", "metrics_03e8543_adult_baselines.json"]
+)
+def test_files_of_the_writer_before_the_typed_tree_read_and_write_back_byte_identical(name):
+    """Golden files written by the dict-based writer of 03e8543 (a tiny run with NFT, NFT+ES,
+    CEAG and a declared demographic-parity constraint; the Adult baselines with reweighting
+    and thresholds), trimmed to two groups and two splits: the tree writes every key they hold,
+    in their order, and nothing else."""
+    text = (FIXTURES / name).read_text()
+    assert json.dumps(RunResults.from_json(json.loads(text)).to_json(), indent=2, allow_nan=False) == text
