@@ -115,6 +115,12 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(_summary(result.results))
         print(f"run folder: {result.run_dir}  (report.html, report.md, metrics.json, plots/)")
+    failed = result.results.failed
+    if failed:  # the finished methods are in metrics.json; each failed one is marked with its error
+        name, error = next(iter(failed.items()))
+        more = f" (and {len(failed) - 1} more method(s); see metrics.json)" if len(failed) > 1 else ""
+        print(f"cfair: error: method {name} failed: {error}{more}", file=sys.stderr)
+        return EXIT_USER_ERROR
     return 0
 
 
@@ -183,6 +189,9 @@ def _summary(results: RunResults) -> str:
         f"{'method':<{width}} {'train acc':>9} {'train maxEAG':>12} {'test acc':>9} {'test maxEAG':>11}",
     ]
     for name, m in results.items():
+        if m.error is not None:
+            lines.append(f"{labels[name]:<{width}} failed: {m.error}")
+            continue
         train, test = m.split("train"), m.split("test")
         lines.append(
             f"{labels[name]:<{width}} {fmt(train.accuracy):>9} {fmt(train.max_eag):>12} "

@@ -204,6 +204,9 @@ class GuardsConfig:
     multiplier_warning: float = (
         1.0e4  # warn once when a multiplier exceeds this (dual LR too large, or infeasible)
     )
+    # a stage whose epoch training loss exceeds divergence_factor × log(classes) stops as diverged
+    # (log C is the cross-entropy of a uniform guess; a loss 100 times that is no training run)
+    divergence_factor: float = 100.0
 
 
 @dataclass
@@ -278,6 +281,10 @@ class ExperimentConfig:
         _require(
             self.guards.multiplier_warning > 0,
             f"guards.multiplier_warning must be > 0, got {self.guards.multiplier_warning}",
+        )
+        _require(
+            self.guards.divergence_factor > 0,
+            f"guards.divergence_factor must be > 0 (e.g. 100), got {self.guards.divergence_factor}",
         )
         duals = [("ceag.dual", self.ceag.dual), ("el.dual", self.el.dual)]
         duals += [(f"constraints[{i}].dual", c.dual) for i, c in enumerate(self.constraints)]

@@ -32,10 +32,11 @@ from ..constraints import (
 from ..constraints.base import BatchOutputs
 from ..errors import ConfigError
 from ..groups import Grouping
+from ..metrics import finite_or_none
 from ..registry import METHODS, is_import_path
 from ..reporting.results import MethodResult
 from ..training.evaluation import Evaluator, SplitEvaluation
-from .results import MethodResultBuilder
+from .results import MethodResultBuilder, nft_es_name
 
 TRAINED = ("nft", "reweighting", "el", "el_rb", "ceag", "constrained")
 DERIVED = ("nft_es", "thresholds")  # read off the NFT run
@@ -187,6 +188,24 @@ def thresholds_entry(
         logits = torch.nn.functional.one_hot(predicted, 2).float() * 20.0 - 10.0
         post[split] = BatchOutputs(logits, o.targets, o.attributes, o.losses)
     out = builder.entry(evaluator.evaluate_outputs(post), epoch)
-    out.thresholds = {name: float(t) for name, t in zip(grouping.names, thresholds.tolist(), strict=True)}
+    # a group whose scores never reach the rate has an infinite threshold: null in JSON
+    out.thresholds = {
+        name: finite_or_none(t) for name, t in zip(grouping.names, thresholds.tolist(), strict=True)
+    }
     out.thresholds_rule = rule
+    return out
+
+
+def failed_entries(entry: str, error: str, listed: list[str], select_on: str) -> dict[str, MethodResult]:
+    """The results of a method whose training failed with the one-line ``error``: the method
+    itself if listed, and what is derived from NFT (NFT+ES, thresholds) when it was NFT."""
+    out = {}
+    if entry in listed:
+        out[method_name(entry)] = MethodResult(error=error)
+    if method_name(entry) == "nft":
+        derived = f"derived from nft, which failed: {error}"
+        if "nft_es" in listed:
+            out[nft_es_name(select_on)] = MethodResult(error=derived)
+        if "thresholds" in listed:
+            out["thresholds"] = MethodResult(error=derived)
     return out

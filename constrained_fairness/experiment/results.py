@@ -81,8 +81,9 @@ class MethodResultBuilder:
             eag_tolerance=self.tolerance,
             settings=self.settings,
         )
-        summary = evaluation.summary()
-        out = SplitResult(summary["accuracy"], summary["loss"], summary["max_eag"], summary.get("score"))
+        summary = evaluation.summary()  # a value that is NaN or ±inf is written null, and named
+        out = SplitResult(*(finite_or_none(summary.get(k)) for k in ("accuracy", "loss", "max_eag", "score")))
+        out.nonfinite = [k for k, v in summary.items() if v is not None and finite_or_none(v) is None]
         for g, (name, record) in enumerate(zip(self.grouping.names, result.records(), strict=True)):
             n = int(stats.counts[g])
             group = GroupResult(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from ..data import TabularData
 from ..data.images import ImageData
 from ..data.registry import load_data
 from ..data.splits import SPLITS
+from ..errors import TrainingDiverged
 from ..files import atomic_write_text
 from ..groups import GroupIndex, Grouping
 from ..models import ModelFactory, model_factory
@@ -53,7 +55,7 @@ from ..sparsity import branch_epoch
 from ..training.checkpoint import load_model_weights, save_atomic
 from ..training.evaluation import Evaluator
 from ..training.loggers import RunLogger
-from .methods import MethodContext, method_name, thresholds_entry, trained_methods
+from .methods import MethodContext, failed_entries, method_name, thresholds_entry, trained_methods
 from .outputs import write_run_files
 from .results import MethodResultBuilder, achieved_sparsity, nft_es_name
 from .run_dir import StageCheckpoints, check_same_config, prepare_run_dir
@@ -141,6 +143,7 @@ class Experiment:
             self.autocast_dtype,
             self.channels_last,
             self.select_on,
+            loss_limit=cfg.guards.divergence_factor * math.log(max(2, self.data.num_classes)),
             progress=progress,
         )
 
@@ -276,7 +279,12 @@ class Experiment:
                 trainer.problem.sample_weights = setup.sample_weights
             if not self.checkpoints.resume_into(trainer, method):
                 trainer.load_state_dict(shared_state, primal_only=True)
-            trainer.run(total, self.checkpoints.save_to(method))
+            try:
+                trainer.run(total, self.checkpoints.save_to(method))
+            except TrainingDiverged as exc:  # the other methods go on; the run exits 2 at the end
+                self.history += trainer.history
+                methods.update(failed_entries(entry, str(exc).splitlines()[0], cfg.methods, self.select_on))
+                continue
             self.history += trainer.history
             final = trainer.epoch - 1
             if entry in cfg.methods or (method == "nft" and "thresholds" in cfg.methods):
@@ -345,6 +353,10 @@ def run_experiment(
     (:func:`~constrained_fairness.data.custom.from_dataset`). ``model`` replaces
     ``cfg.model.name``: an ``nn.Module`` (each stage starts from a copy of it as given) or a
     factory ``(model_cfg, *, num_classes, input_shape) -> nn.Module``.
+
+    A method whose stage fails (:class:`~constrained_fairness.errors.TrainingDiverged`) does not
+    stop the run: its entry holds the one-line error (``.results.failed``), the other methods
+    finish, and ``cfair run`` exits with 2.
     """
     experiment = Experiment(cfg, data=data, progress=progress, model=model)  # loads and checks the data
     prepared = prepare_run_dir(cfg, output, resume) if experiment.rank == 0 else None

@@ -4,6 +4,7 @@ and, under DDP, the wrapped network. The dense stage trains with Adam; the spars
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,8 @@ class StageTrainers:
     """Builds the stages' trainers of one run.
 
     ``train`` is the training split as tensors, or ``train_set`` the dataset it is drawn from
-    (with augmentation); ``select_on`` the split NFT+ES picks its epoch on.
+    (with augmentation); ``select_on`` the split NFT+ES picks its epoch on; ``loss_limit`` the
+    training loss above which a stage stops as diverged.
     """
 
     cfg: ExperimentConfig
@@ -39,6 +41,7 @@ class StageTrainers:
     autocast_dtype: torch.dtype | None
     channels_last: bool
     select_on: str
+    loss_limit: float = math.inf
     logger: RunLogger | None = None
     progress: bool = False
 
@@ -95,6 +98,7 @@ class StageTrainers:
             every_steps=self.cfg.checkpoint.every_steps,
             nonfinite=self.cfg.guards.nonfinite,
             multiplier_warning=self.cfg.guards.multiplier_warning,
+            loss_limit=self.loss_limit,
             **kwargs,
         )
 

@@ -153,6 +153,12 @@ def selection_note_html(name: str) -> str:
     return f'<p class="note">{note}</p>'
 
 
+def failure_note_html(name: str, error: str) -> str:
+    """The note of a method whose training failed (it has no results)."""
+    what = f"<strong>{html_escape(name)} failed</strong>"
+    return f'<p class="note">{what} (no results): {html_escape(error)}</p>'
+
+
 def selection_notes_html(results: RunResults) -> str:
     """One footnote per method selected on the test split ("" in a normal run)."""
     return "".join(selection_note_html(name) for name in results.methods_selected_on_test)
@@ -190,6 +196,7 @@ def format_html(metrics: ResultsLike, config: Mapping | None, plots: Path) -> st
             "Accuracy and max EAG per split (bootstrap interval)", method_header, _method_rows(results)
         ),
         selection_notes_html(results),
+        "".join(failure_note_html(name, error) for name, error in results.failed.items()),
         "<h2>Verdicts</h2>",
         _verdict_section(results),
         "<h2>Plots</h2>",

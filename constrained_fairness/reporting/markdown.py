@@ -235,6 +235,8 @@ def format_report(metrics: ResultsLike, group_names: Sequence[str]) -> str:
     notes = selection_notes(results)
     for note in notes:
         lines += [note, ""]
+    for name, error in results.failed.items():
+        lines += [f"**{md_escape(name)} failed** (no results): {md_escape(error)}", ""]
     for split in splits:
         lines += [
             f"## Per-group results ({split})",

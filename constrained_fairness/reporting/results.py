@@ -75,7 +75,9 @@ class MethodResult:
     ``skipped_batches`` and ``multipliers`` (final values by constraint) belong to a trained
     method; ``selected_on`` to one picked by an evaluation (NFT+ES: ``val``, or ``test`` in a
     run without a validation split); ``thresholds`` and ``thresholds_rule`` to the
-    post-processing baseline.
+    post-processing baseline (a ``null`` threshold: the group's scores never reach the rate, so
+    it gets no positive prediction). A method whose training failed has only its one-line
+    ``error`` (``metrics.json``: ``{"error": "..."}``); the run's other methods are complete.
     """
 
     splits: dict[str, SplitResult] = field(default_factory=dict)
@@ -86,6 +88,7 @@ class MethodResult:
     selected_on: str | None = None
     thresholds: dict[str, float] | None = None
     thresholds_rule: str | None = None
+    error: str | None = None
 
     def split(self, name: str) -> SplitResult:
         """The results on a split (empty when the method was not evaluated there)."""
@@ -100,6 +103,8 @@ class MethodResult:
         return self.selected_on == "test"
 
     def to_json(self) -> JSON:
+        if self.error is not None:
+            return {"error": self.error}
         out: JSON = to_json_all(self.splits)
         out["epoch"] = self.epoch
         if self.constraints is not None:
@@ -130,6 +135,7 @@ class MethodResult:
             selected_on=e.get("selected_on") if isinstance(e.get("selected_on"), str) else None,
             thresholds=e.get("thresholds") if isinstance(e.get("thresholds"), Mapping) else None,
             thresholds_rule=e.get("thresholds_rule") if isinstance(e.get("thresholds_rule"), str) else None,
+            error=str(e["error"]) if e.get("error") is not None else None,
         )
 
 
@@ -188,6 +194,11 @@ class RunResults:
 
     def items(self) -> Iterator[tuple[str, MethodResult]]:
         return iter(self.methods.items())
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """The methods whose training failed, with their one-line errors."""
+        return {name: m.error for name, m in self.methods.items() if m.error is not None}
 
     @property
     def methods_selected_on_test(self) -> list[str]:

@@ -222,6 +222,7 @@ class SplitResult:
     max_eag_ci: Interval | None = None
     aggregates: dict[str, Aggregate] | None = None
     verdicts: dict[str, Verdict] = field(default_factory=dict)
+    nonfinite: list[str] = field(default_factory=list)  # summary statistics that were NaN or ±inf
 
     def group(self, name: str) -> GroupResult:
         """The group's result (an empty one when the split does not list it)."""
@@ -238,6 +239,8 @@ class SplitResult:
             out["aggregates"] = to_json_all(self.aggregates)
         if self.aggregates is not None or self.verdicts:
             out["verdicts"] = to_json_all(self.verdicts)
+        if self.nonfinite:  # written null above; this says why
+            out["nonfinite"] = list(self.nonfinite)
         return out
 
     @classmethod
@@ -252,6 +255,7 @@ class SplitResult:
             max_eag_ci=Interval.from_json(e.get("max_eag_ci")),
             aggregates=from_json_optional(Aggregate, e.get("aggregates")),
             verdicts=from_json_all(Verdict, e.get("verdicts")),
+            nonfinite=[str(k) for k in e.get("nonfinite") or [] if isinstance(k, str)],
         )
 
 

@@ -64,6 +64,8 @@ class Trainer:
         nonfinite: ``stop`` (raise :class:`TrainingDiverged` before the bad step) or ``skip``
             (drop the batch and count it) when a batch's loss or violation is not finite.
         multiplier_warning: warn once per constraint when a multiplier exceeds this.
+        loss_limit: an epoch's mean training loss above this stops the stage as diverged
+            (:class:`TrainingDiverged`, before the epoch is checkpointed).
         select_on: the split whose accuracy picks the best iterate (``val``; ``test`` only
             to reproduce the paper code, which has no validation split).
     """
@@ -86,6 +88,7 @@ class Trainer:
         every_steps: int = 0,
         nonfinite: str = "stop",
         multiplier_warning: float = math.inf,
+        loss_limit: float = math.inf,
         select_on: str = "val",
     ) -> None:
         self.name = name
@@ -108,6 +111,7 @@ class Trainer:
         self.progress = progress
         self.every_steps = every_steps
         self.multiplier_warning = multiplier_warning
+        self.loss_limit = loss_limit
         self.select_on = select_on
         self.device = next(model.parameters()).device
         self.epoch = 0
@@ -202,6 +206,13 @@ class Trainer:
             if not all_ranks(math.isfinite(train_loss)):  # every rank stops together under DDP
                 raise TrainingDiverged(
                     f"training diverged in stage {self.name!r} at epoch {self.epoch} (non-finite loss); "
+                    "lower the learning rate or the dual learning rate (e.g. ceag.dual.lr), or use the nupi "
+                    "dual optimizer; the last good checkpoint is kept"
+                )
+            if not all_ranks(train_loss <= self.loss_limit):  # finite, but without bound
+                raise TrainingDiverged(
+                    f"training diverged in stage {self.name!r} at epoch {self.epoch} (training loss "
+                    f"{train_loss:.3g} > {self.loss_limit:.3g}, guards.divergence_factor × log(classes)); "
                     "lower the learning rate or the dual learning rate (e.g. ceag.dual.lr), or use the nupi "
                     "dual optimizer; the last good checkpoint is kept"
                 )
