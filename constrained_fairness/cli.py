@@ -179,7 +179,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _summary(results: RunResults) -> str:
     from .reporting.markdown import fmt
-    from .reporting.results_view import method_label, selection_note
+    from .reporting.results_view import max_eag_rows, method_label, min_group_size_of, selection_note
 
     labels = {name: method_label(name, m) for name, m in results.items()}
     width = max([8, *map(len, labels.values())])
@@ -197,6 +197,10 @@ def _summary(results: RunResults) -> str:
             f"{labels[name]:<{width}} {fmt(train.accuracy):>9} {fmt(train.max_eag):>12} "
             f"{fmt(test.accuracy):>9} {fmt(test.max_eag):>11}"
         )
+    size = min_group_size_of(results)
+    for method, split, everywhere, large in max_eag_rows(results, fmt):
+        if split in ("train", "test"):
+            lines.append(f"{method} {split} max EAG: {everywhere}; over groups of n >= {size}: {large}")
     lines += [selection_note(name, code=str, em=str) for name in results.methods_selected_on_test]
     return "\n".join(lines)
 

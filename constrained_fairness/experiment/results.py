@@ -17,6 +17,7 @@ from ..reporting.results import (
     BASE_GROUP_STATISTICS,
     Aggregate,
     ConstraintReport,
+    GroupMaximum,
     GroupResult,
     Interval,
     MethodResult,
@@ -100,6 +101,9 @@ class MethodResultBuilder:
             out.groups[name] = group
         if result.max_eag is not None:
             out.max_eag_ci = Interval(finite_or_none(result.max_eag.low), finite_or_none(result.max_eag.high))
+        if eag is not None:  # where the maxima are: all groups, and those big enough for a verdict
+            out.max_eag_at = GroupMaximum.over(out.groups)
+            out.max_eag_min_size = GroupMaximum.over(out.groups, self.settings.min_group_size)
         out.aggregates = {stat: Aggregate(**a) for stat, a in result.aggregates().items()}
         out.verdicts = {name: verdict_of(v) for name, v in result.verdicts.items()}
         return out

@@ -24,7 +24,14 @@ from .group_evaluation import VERDICTS
 from .markdown import VERDICT_HEADER, fmt
 from .plots import plot_accuracy_vs_violation, plot_eag_intervals, plot_train_vs_test
 from .results import Interval, ResultsLike, RunResults
-from .results_view import is_feasible, method_label, selection_note, verdict_entries
+from .results_view import (
+    is_feasible,
+    max_eag_rows,
+    method_label,
+    min_group_size_of,
+    selection_note,
+    verdict_entries,
+)
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -76,6 +83,16 @@ def _method_rows(results: RunResults) -> list[list[str]]:
         row.append("–" if ok is None else ("yes" if ok else "no"))
         rows.append(row)
     return rows
+
+
+def _max_eag_section(results: RunResults) -> str:
+    rows = max_eag_rows(results, fmt)
+    if not rows:
+        return ""
+    size = min_group_size_of(results)
+    header = ["method", "split", "max EAG (all groups)", f"max EAG (n ≥ {size})"]
+    caption = "Where each max EAG is: the group and its size"
+    return html_table(caption, header, [[html_escape(c) for c in r] for r in rows])
 
 
 def _verdict_section(results: RunResults) -> str:
@@ -199,6 +216,7 @@ def format_html(metrics: ResultsLike, config: Mapping | None, plots: Path) -> st
         "".join(failure_note_html(name, error) for name, error in results.failed.items()),
         "<h2>Verdicts</h2>",
         _verdict_section(results),
+        _max_eag_section(results),
         "<h2>Plots</h2>",
         embedded_figures(plots),
         "<h2>Per-group tables</h2>",

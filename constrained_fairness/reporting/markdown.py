@@ -43,7 +43,9 @@ from .results_view import (
     dense_group_accuracy,
     group_count,
     is_feasible,
+    max_eag_rows,
     method_label,
+    min_group_size_of,
     present_groups,
     selection_notes,
     verdict_entries,
@@ -172,6 +174,23 @@ def _epoch_line(results: RunResults) -> str | None:
     return ("Fine-tuning epoch of the reported numbers: " + ", ".join(parts)) if parts else None
 
 
+def format_max_eag_table(metrics: ResultsLike) -> str:
+    """Per method and split: ``max_g ψ[g]`` with its group and size, over all groups and over
+    the groups of at least ``min_group_size`` rows ("" when the run has no such maxima)."""
+    results = RunResults.from_json(metrics)
+    rows = max_eag_rows(results, fmt)
+    if not rows:
+        return ""
+    size = min_group_size_of(results)
+    header = [
+        "method",
+        "split",
+        "max EAG (all groups)",
+        f"max EAG (n ≥ {size})" if size else "max EAG (large groups)",
+    ]
+    return md_table(header, [[md_escape(c) for c in r] for r in rows], ["l", "l", "r", "r"])
+
+
 VERDICT_HEADER = (
     "method",
     "split",
@@ -237,6 +256,15 @@ def format_report(metrics: ResultsLike, group_names: Sequence[str]) -> str:
         lines += [note, ""]
     for name, error in results.failed.items():
         lines += [f"**{md_escape(name)} failed** (no results): {md_escape(error)}", ""]
+    where = format_max_eag_table(results)
+    if where:
+        lines += [
+            "Where each max EAG is: the group and its size, over all groups and over the groups "
+            "large enough for a verdict (a group of a few rows moves its EAG by whole points per sample).",
+            "",
+            where,
+            "",
+        ]
     for split in splits:
         lines += [
             f"## Per-group results ({split})",

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..metrics import finite_or_none
-from .results import MethodResult, RunResults
+from .results import GroupMaximum, MethodResult, RunResults
 
 TEST_SELECTED_MARK = "†"
 """Mark of a method selected on the test split (its test numbers are optimistic)."""
@@ -128,6 +128,42 @@ def verdict_entries(results: RunResults) -> list[tuple[str, str, str, Mapping[st
         for split in results.splits
         for constraint, verdict in method.split(split).verdicts.items()
     ]
+
+
+def where_max(maximum: GroupMaximum | None, fmt: Callable[[Any], str]) -> str:
+    """``0.0342 in Other|Female (n=80)``; ``–`` when there is no such maximum."""
+    if maximum is None or maximum.value is None:
+        return "–"
+    return f"{fmt(maximum.value)} in {maximum.group} (n={maximum.n})"
+
+
+def max_eag_rows(results: RunResults, fmt: Callable[[Any], str]) -> list[list[str]]:
+    """``[method, split, all groups, groups of n ≥ m]`` per method and split that has the
+    maxima (:attr:`~.split_results.SplitResult.max_eag_at`): where each max EAG is."""
+    rows = []
+    for name, method in results.items():
+        for split in results.splits:
+            s = method.split(split)
+            if s.max_eag_at is None:
+                continue
+            rows.append(
+                [
+                    method_label(name, method),
+                    split,
+                    where_max(s.max_eag_at, fmt),
+                    where_max(s.max_eag_min_size, fmt),
+                ]
+            )
+    return rows
+
+
+def min_group_size_of(results: RunResults) -> int | None:
+    """The ``min_group_size`` of the maxima over big enough groups (any method and split)."""
+    for method in results.methods.values():
+        for s in method.splits.values():
+            if s.max_eag_min_size is not None and s.max_eag_min_size.min_group_size is not None:
+                return s.max_eag_min_size.min_group_size
+    return None
 
 
 def comparison_split(results: RunResults) -> str:

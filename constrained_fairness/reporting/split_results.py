@@ -210,6 +210,49 @@ class Verdict:
 
 
 @dataclass
+class GroupMaximum:
+    """Where a maximum over groups is: its ``value``, the ``group`` holding it (the first in
+    group order on a tie) and that group's size ``n``; ``min_group_size`` when the maximum is
+    over the groups of at least that many rows only."""
+
+    value: Number = None
+    group: str | None = None
+    n: int | None = None
+    min_group_size: int | None = None
+
+    def to_json(self) -> JSON:
+        out: JSON = {"value": self.value, "group": self.group, "n": self.n}
+        if self.min_group_size is not None:
+            out["min_group_size"] = self.min_group_size
+        return out
+
+    @classmethod
+    def from_json(cls, entry: Any) -> GroupMaximum | None:
+        if not isinstance(entry, Mapping):
+            return None
+        group = entry.get("group")
+        return cls(
+            number(entry.get("value")),
+            None if group is None else str(group),
+            integer(entry.get("n")),
+            integer(entry.get("min_group_size")),
+        )
+
+    @classmethod
+    def over(cls, groups: Mapping[str, GroupResult], min_group_size: int | None = None) -> GroupMaximum:
+        """The maximum EAG over ``groups`` (those with an EAG, and with ``n ≥ min_group_size``)."""
+        best: tuple[float, str, int | None] | None = None
+        for name, g in groups.items():
+            if g.eag is None or (min_group_size is not None and (g.n or 0) < min_group_size):
+                continue
+            if best is None or g.eag > best[0]:
+                best = (g.eag, name, g.n)
+        if best is None:
+            return cls(min_group_size=min_group_size)
+        return cls(best[0], best[1], best[2], min_group_size)
+
+
+@dataclass
 class SplitResult:
     """One method on one split: accuracy, loss, ``max_g ψ[g]`` with its interval, the sweeps'
     selection score, per-group results, aggregates over groups and verdicts by constraint."""
@@ -223,6 +266,8 @@ class SplitResult:
     aggregates: dict[str, Aggregate] | None = None
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     nonfinite: list[str] = field(default_factory=list)  # summary statistics that were NaN or ±inf
+    max_eag_at: GroupMaximum | None = None  # the group holding max_eag, and its size
+    max_eag_min_size: GroupMaximum | None = None  # over the groups of >= min_group_size rows
 
     def group(self, name: str) -> GroupResult:
         """The group's result (an empty one when the split does not list it)."""
@@ -239,6 +284,10 @@ class SplitResult:
             out["aggregates"] = to_json_all(self.aggregates)
         if self.aggregates is not None or self.verdicts:
             out["verdicts"] = to_json_all(self.verdicts)
+        if self.max_eag_at is not None:
+            out["max_eag_at"] = self.max_eag_at.to_json()
+        if self.max_eag_min_size is not None:
+            out["max_eag_min_size"] = self.max_eag_min_size.to_json()
         if self.nonfinite:  # written null above; this says why
             out["nonfinite"] = list(self.nonfinite)
         return out
@@ -256,6 +305,8 @@ class SplitResult:
             aggregates=from_json_optional(Aggregate, e.get("aggregates")),
             verdicts=from_json_all(Verdict, e.get("verdicts")),
             nonfinite=[str(k) for k in e.get("nonfinite") or [] if isinstance(k, str)],
+            max_eag_at=GroupMaximum.from_json(e.get("max_eag_at")),
+            max_eag_min_size=GroupMaximum.from_json(e.get("max_eag_min_size")),
         )
 
 

@@ -54,6 +54,14 @@ def test_run_writes_the_run_folder(tmp_path):
                 assert g["eag"] == pytest.approx(
                     (g["dense_accuracy"] - g["accuracy"]) - (dense - acc), abs=1e-9
                 )
+            # where the maxima are: the group holding max_eag, and the max over groups of n >= m
+            at = entry["max_eag_at"]
+            assert at["value"] == entry["max_eag"] and groups[at["group"]]["eag"] == at["value"]
+            assert at["n"] == groups[at["group"]]["n"]
+            large = entry["max_eag_min_size"]
+            big = {k: g for k, g in groups.items() if g["n"] >= large["min_group_size"]}
+            assert large["min_group_size"] == 30
+            assert large["value"] == (max(g["eag"] for g in big.values()) if big else None)
     assert len(metrics["methods"]["ceag"]["multipliers"]["ceag"]) == len(metrics["groups"])
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history if r["stage"] == "ceag"] == [1, 2, 3]  # branch at the last GMP epoch

@@ -7,8 +7,10 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from constrained_fairness.reporting.results import (
+    GroupMaximum,
     GroupResult,
     Interval,
     MethodResult,
@@ -165,3 +167,27 @@ def test_files_of_the_writer_before_the_typed_tree_read_and_write_back_byte_iden
     in their order, and nothing else."""
     text = (FIXTURES / name).read_text()
     assert json.dumps(RunResults.from_json(json.loads(text)).to_json(), indent=2, allow_nan=False) == text
+
+
+def test_group_maximum_names_the_group_and_leaves_out_small_ones():
+    groups = {
+        "three rows": GroupResult(3, 0.5, 0.9, 0.66),
+        "big": GroupResult(388, 0.8, 0.82, 0.022),
+        "middle": GroupResult(67, 0.7, 0.76, 0.06),
+        "empty": GroupResult(0),
+    }
+    everywhere = GroupMaximum.over(groups)
+    assert (everywhere.value, everywhere.group, everywhere.n) == (0.66, "three rows", 3)
+    large = GroupMaximum.over(groups, min_group_size=30)
+    assert (large.value, large.group, large.n, large.min_group_size) == (0.06, "middle", 67, 30)
+    assert GroupMaximum.over(groups, min_group_size=1000) == GroupMaximum(min_group_size=1000)
+    gen = torch.Generator().manual_seed(0)  # against a loop, on random tables with ties
+    for _ in range(20):
+        n = torch.randint(0, 60, (8,), generator=gen).tolist()
+        eag = (torch.randint(-3, 4, (8,), generator=gen) / 100).tolist()
+        table = {f"g{i}": GroupResult(n[i], eag=eag[i] if n[i] else None) for i in range(8)}
+        kept = [(eag[i], -i) for i in range(8) if n[i] >= 30]
+        expected = max(kept) if kept else None
+        got = GroupMaximum.over(table, 30)
+        assert got.value == (None if expected is None else expected[0])
+        assert got.group == (None if expected is None else f"g{-expected[1]}")  # the first on a tie
