@@ -39,7 +39,7 @@ from ..config import ExperimentConfig, dump_config
 from ..constraints import GroupConstraint, GroupStatisticConstraint
 from ..constraints.registry import BuildContext, build_constraint, check_constraint_spec
 from ..data import TabularData
-from ..data.images import ImageData
+from ..data.images import ImageData, dataset_labels
 from ..data.registry import load_data
 from ..data.splits import SPLITS
 from ..errors import TrainingDiverged
@@ -60,7 +60,14 @@ from .outputs import write_run_files
 from .results import MethodResultBuilder, achieved_sparsity, nft_es_name
 from .run_dir import StageCheckpoints, check_same_config, prepare_run_dir
 from .stages import StageTrainers
-from .validation import check_batch_sizes, check_constraint_attributes, check_methods_fit_data, unique_names
+from .validation import (
+    buffer_warning,
+    check_batch_sizes,
+    check_constraint_attributes,
+    check_methods_fit_data,
+    groups_below_buffers,
+    unique_names,
+)
 
 
 @dataclass
@@ -113,6 +120,16 @@ class Experiment:
         has_val = len(self.data.val) > 0 if not isinstance(self.data, TabularData) else True
         check_methods_fit_data(cfg, self.data.num_classes, has_val)  # before any training
         self.split_names = SPLITS if has_val else ("train", "test")
+        train_attributes = (
+            self.data.train.attributes
+            if isinstance(self.data, TabularData)
+            else dataset_labels(self.data.train)[1]
+        )
+        self.left_out = groups_below_buffers(
+            cfg, self.grouping, self.constraint_groupings, self.constraint_names, train_attributes
+        )
+        if self.left_out and self.rank == 0:
+            warnings.warn(buffer_warning(self.left_out), stacklevel=2)
         self.select_on = "val" if has_val else "test"  # NFT+ES picks its epoch on this split
         if isinstance(self.data, TabularData):
             self.splits = {s: _split_tensors(getattr(self.data, s)) for s in self.split_names}
@@ -325,6 +342,7 @@ class Experiment:
             sparsity=sparsity,
             achieved_sparsity=achieved,
             groups=list(self.group_names),
+            groups_below_buffer=self.left_out or None,
             dense=dense,
             methods=methods,
         )

@@ -1,11 +1,16 @@
 """Checks of a config against the machine and the data, made before any training, so that a
 run never fails after hours on something knowable at the start. Each is a one-line
-:class:`ConfigError` naming the key and the fix."""
+:class:`ConfigError` naming the key and the fix; :func:`groups_below_buffers` is a warning."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+
 from ..config import ExperimentConfig
 from ..errors import ConfigError
+from ..groups import Grouping
 
 
 def check_batch_sizes(cfg: ExperimentConfig, world: int) -> None:
@@ -49,3 +54,47 @@ def unique_names(names: list[str]) -> list[str]:
             candidate = f"{name}_{n}"
         out.append(candidate)
     return out
+
+
+def groups_below_buffers(
+    cfg: ExperimentConfig,
+    grouping: Grouping,
+    constraint_groupings: list[Grouping],
+    constraint_names: list[str],
+    train_attributes: torch.Tensor,
+) -> dict[str, dict[str, Any]]:
+    """The groups that a replay buffer leaves out: per constraint with a buffer of ``k`` rows
+    (``ceag``, ``el_rb``, a declared ``constraints:`` entry), the groups with at least one but
+    fewer than ``k`` training rows, with their counts. Their buffer never fills, so they never
+    get a strict estimate and their multiplier never moves: the constraint does not hold them."""
+    buffered: list[tuple[str, Grouping, int]] = []
+    if "ceag" in cfg.methods:
+        buffered.append(("ceag", grouping, cfg.ceag.buffer_size))
+    if "el_rb" in cfg.methods:
+        buffered.append(("el_rb", grouping, cfg.el.buffer_size))
+    if "constrained" in cfg.methods:
+        for name, spec, g in zip(constraint_names, cfg.constraints, constraint_groupings, strict=True):
+            if spec.buffer_size > 0:
+                buffered.append((name, g, spec.buffer_size))
+    out: dict[str, dict[str, Any]] = {}
+    for name, g, k in buffered:
+        counts = torch.bincount(g.memberships(train_attributes)[1], minlength=g.num_groups).tolist()
+        small = {g.names[i]: c for i, c in enumerate(counts) if 0 < c < k}
+        if small:
+            out[name] = {"buffer_size": k, "groups": small}
+    return out
+
+
+def buffer_warning(left_out: dict[str, dict[str, Any]]) -> str:
+    """The one warning line naming every group a buffer leaves out, with the fix."""
+    parts = [
+        f"{name} (buffer_size {entry['buffer_size']}): "
+        + ", ".join(f"{g} ({n} rows)" for g, n in entry["groups"].items())
+        for name, entry in left_out.items()
+    ]
+    smallest = min(n for entry in left_out.values() for n in entry["groups"].values())
+    return (
+        "groups with fewer training rows than a constraint's replay buffer never fill it and are left "
+        f"out of that constraint: {'; '.join(parts)}; to constrain them set the buffer_size to at most "
+        f"{smallest} (e.g. ceag.buffer_size), or merge small groups (they are listed in metrics.json)"
+    )

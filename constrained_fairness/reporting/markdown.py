@@ -256,6 +256,13 @@ def format_report(metrics: ResultsLike, group_names: Sequence[str]) -> str:
         lines += [note, ""]
     for name, error in results.failed.items():
         lines += [f"**{md_escape(name)} failed** (no results): {md_escape(error)}", ""]
+    for name, entry in (results.groups_below_buffer or {}).items():
+        groups = ", ".join(f"`{md_escape(g)}` ({n} rows)" for g, n in entry["groups"].items())
+        lines += [
+            f"Left out of `{md_escape(name)}` (fewer training rows than its buffer of "
+            f"{entry['buffer_size']}, so never an estimate): {groups}",
+            "",
+        ]
     where = format_max_eag_table(results)
     if where:
         lines += [

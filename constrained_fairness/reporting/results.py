@@ -185,6 +185,7 @@ class RunResults:
     dense: dict[str, DenseSplit] | None = None
     methods: dict[str, MethodResult] = field(default_factory=dict)
     world_size: int | None = None
+    groups_below_buffer: dict[str, Any] | None = None  # {constraint: {buffer_size, groups: {g: n}}}
     wall_seconds: float | None = None
     explicit_splits: bool = True  # False when read from a file without "splits"
 
@@ -217,6 +218,7 @@ class RunResults:
             "sparsity": self.sparsity,
             "achieved_sparsity": self.achieved_sparsity,
             "groups": list(self.groups),
+            **({} if self.groups_below_buffer is None else {"groups_below_buffer": self.groups_below_buffer}),
             "dense": to_json_all(self.dense or {}),
             "methods": to_json_all(self.methods),
         }
@@ -248,6 +250,9 @@ class RunResults:
             dense=from_json_optional(DenseSplit, metrics.get("dense")),
             methods={str(m): MethodResult.from_json(e, splits) for m, e in methods.items()},
             world_size=integer(world),
+            groups_below_buffer=dict(metrics["groups_below_buffer"])
+            if isinstance(metrics.get("groups_below_buffer"), Mapping)
+            else None,
             wall_seconds=None if wall is None else float(wall),
             explicit_splits="splits" in metrics,
         )
