@@ -79,6 +79,7 @@ class MethodResultBuilder:
             group_names=self.grouping.names,
             losses=outputs.losses,
             dense_predictions=None if dense is None else dense.logits.argmax(dim=1),
+            num_classes=outputs.logits.shape[1],
             eag_tolerance=self.tolerance,
             settings=self.settings,
         )

@@ -4,7 +4,8 @@ For predictions ``ŷ_i``, targets ``y_i``, per-sample losses ``ℓ_i`` and group
 group ``g`` (a vocabulary close to fairlearn's ``MetricFrame``):
 
 * ``n``; ``accuracy`` = mean 1[ŷ = y]; ``loss`` = mean ℓ; ``positive_rate`` = mean 1[ŷ = c];
-  ``tpr`` = mean 1[ŷ = c] over y = c; ``fpr`` = mean 1[ŷ = c] over y ≠ c (c the positive class);
+  ``tpr`` = mean 1[ŷ = c] over y = c; ``fpr`` = mean 1[ŷ = c] over y ≠ c (c the positive class;
+  the rates exist for binary targets only);
 * with a dense reference ``ŷ^d``: ``eag[g] = (acc^d[g] − acc[g]) − (acc^d − acc)``, the
   excess accuracy gap of CEAG (paired: both models are resampled with the same rows).
 
@@ -153,6 +154,7 @@ def evaluate_groups(
     losses: torch.Tensor | None = None,
     dense_predictions: torch.Tensor | None = None,
     positive_class: int = 1,
+    num_classes: int | None = None,
     eag_tolerance: float | None = None,
     rows: torch.Tensor | None = None,
     settings: BootstrapSettings | None = None,
@@ -161,7 +163,10 @@ def evaluate_groups(
 
     ``groups`` are ``(n,)`` ids, or with ``rows`` the memberships ``rows[m] ∈ groups[m]``
     (marginal groups: a row in several groups). ``losses`` adds the per-group loss,
-    ``dense_predictions`` the EAG (and its verdicts at ``eag_tolerance``)."""
+    ``dense_predictions`` the EAG (and its verdicts at ``eag_tolerance``). The rates
+    (``positive_rate``, ``tpr``, ``fpr`` of ``positive_class``) are binary statistics: with
+    ``num_classes > 2`` they are left out (a multi-class run has no single positive class; a
+    declared rate constraint with its ``positive_class`` measures one class vs the rest)."""
     settings = settings or BootstrapSettings()
     predictions, targets = predictions.reshape(-1).long(), targets.reshape(-1).long()
     n = predictions.numel()
@@ -176,12 +181,9 @@ def evaluate_groups(
     correct = (predictions == targets).double()
     positive = (predictions == positive_class).double()
     is_pos = targets == positive_class
-    per_row: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {
-        "accuracy": (correct, None),
-        "positive_rate": (positive, None),
-        "tpr": (positive, is_pos),
-        "fpr": (positive, ~is_pos),
-    }
+    per_row: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {"accuracy": (correct, None)}
+    if num_classes is None or num_classes <= 2:  # rates of "the" positive class: binary targets only
+        per_row |= {"positive_rate": (positive, None), "tpr": (positive, is_pos), "fpr": (positive, ~is_pos)}
     if losses is not None:
         per_row["loss"] = (losses.reshape(-1).double(), None)
     dense_correct = None
@@ -262,6 +264,7 @@ def evaluate_model(
     modes = [m.training for m in models]
     device = next(model.parameters()).device
     predictions, dense, targets, groups, losses = [], [], [], [], []
+    width = 0
     try:
         for m in models:
             m.eval()
@@ -270,6 +273,7 @@ def evaluate_model(
                 raise DataError("evaluate_model needs a loader of (inputs, targets, groups) batches")
             inputs, y, g = batch
             logits = model(inputs.to(device)).float().cpu()
+            width = logits.shape[1]
             predictions.append(logits.argmax(dim=1))
             losses.append(torch.nn.functional.cross_entropy(logits, y.long(), reduction="none"))
             if dense_model is not None:
@@ -287,7 +291,7 @@ def evaluate_model(
         torch.cat(groups),
         losses=torch.cat(losses),
         dense_predictions=torch.cat(dense) if dense else None,
-        **kwargs,
+        **{"num_classes": width, **kwargs},
     )
 
 

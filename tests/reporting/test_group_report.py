@@ -210,3 +210,20 @@ def test_evaluate_model_on_a_loader_matches_evaluate_groups():
             settings=settings,
         )
     assert a.records() == b.records() and a.verdicts == b.verdicts
+
+
+def test_rates_of_a_positive_class_exist_for_binary_targets_only():
+    gen = torch.Generator().manual_seed(0)
+    groups = torch.randint(0, 2, (60,), generator=gen)
+    for classes, has_rates in ((2, True), (10, False)):
+        targets = torch.randint(0, classes, (60,), generator=gen)
+        predictions = torch.randint(0, classes, (60,), generator=gen)
+        result = evaluate_groups(
+            predictions, targets, groups, num_classes=classes, settings=BootstrapSettings(resamples=5)
+        )
+        assert ({"positive_rate", "tpr", "fpr"} <= set(result.statistics)) is has_rates
+        assert "accuracy" in result.statistics
+        if has_rates:  # the positive rate of class 1, by a loop over the groups
+            for g in (0, 1):
+                rate = float((predictions[groups == g] == 1).double().mean())
+                assert float(result.statistics["positive_rate"].value[g]) == pytest.approx(rate)
