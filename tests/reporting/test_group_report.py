@@ -227,3 +227,41 @@ def test_rates_of_a_positive_class_exist_for_binary_targets_only():
             for g in (0, 1):
                 rate = float((predictions[groups == g] == 1).double().mean())
                 assert float(result.statistics["positive_rate"].value[g]) == pytest.approx(rate)
+
+
+@pytest.mark.parametrize(
+    ("regime", "sparse_accuracy"),
+    [
+        ("one group far above", [0.88, 0.88, 0.88, 0.88, 0.78]),
+        ("all groups tied", [0.88] * 5),
+        ("two groups close", [0.88, 0.87, 0.88, 0.86, 0.88]),
+    ],
+)
+def test_max_eag_interval_contains_its_estimate_and_covers_the_true_maximum(regime, sparse_accuracy):
+    """Groups with known dense and sparse accuracies, 150 data sets drawn from them: the max-EAG
+    interval (90 %) contains its estimate every time, and covers the true max ψ[g] in at least
+    85 % of the data sets (nominal − 0.05; it may be conservative). The percentile interval of
+    the resampled maximum, used before, covered it 0 % of the time when the groups tie."""
+    sizes = torch.tensor([400, 300, 200, 100, 50])
+    groups = torch.repeat_interleave(torch.arange(5), sizes)
+    n = int(sizes.sum())
+    dense_p = torch.full((5,), 0.9, dtype=torch.float64)
+    sparse_p = torch.tensor(sparse_accuracy, dtype=torch.float64)
+    share = sizes.double() / n
+    truth = float(((dense_p - sparse_p) - ((share * dense_p).sum() - (share * sparse_p).sum())).max())
+    covered, trials = 0, 150
+    for t in range(trials):
+        gen = torch.Generator().manual_seed(t)
+        dense = (torch.rand(n, generator=gen, dtype=torch.float64) < dense_p[groups]).long()
+        sparse = (torch.rand(n, generator=gen, dtype=torch.float64) < sparse_p[groups]).long()
+        result = evaluate_groups(
+            sparse,
+            torch.ones(n, dtype=torch.long),  # every target is 1: a prediction of 1 is correct
+            groups,
+            dense_predictions=dense,
+            settings=BootstrapSettings(resamples=200, confidence=0.9, seed=t),
+        )
+        m = result.max_eag
+        assert float(m.low) <= float(m.value) <= float(m.high), (regime, t)
+        covered += float(m.low) <= truth <= float(m.high)
+    assert covered / trials >= 0.85, (regime, covered / trials)
