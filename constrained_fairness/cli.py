@@ -178,6 +178,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _summary(results: RunResults) -> str:
+    from .experiment.diagnosis import infeasibility_line
     from .reporting.markdown import fmt
     from .reporting.results_view import max_eag_rows, method_label, min_group_size_of, selection_note
 
@@ -202,6 +203,9 @@ def _summary(results: RunResults) -> str:
         if split in ("train", "test"):
             lines.append(f"{method} {split} max EAG: {everywhere}; over groups of n >= {size}: {large}")
     lines += [selection_note(name, code=str, em=str) for name in results.methods_selected_on_test]
+    for name, m in results.items():
+        if m.infeasible is not None:
+            lines.append(infeasibility_line(name, results.tolerance, m.split("train").max_eag, m.infeasible))
     return "\n".join(lines)
 
 

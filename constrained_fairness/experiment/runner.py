@@ -55,6 +55,7 @@ from ..sparsity import branch_epoch
 from ..training.checkpoint import load_model_weights, save_atomic
 from ..training.evaluation import Evaluator
 from ..training.loggers import RunLogger
+from .diagnosis import infeasibility
 from .methods import MethodContext, failed_entries, method_name, thresholds_entry, trained_methods
 from .outputs import write_run_files
 from .results import MethodResultBuilder, achieved_sparsity, nft_es_name
@@ -311,6 +312,14 @@ class Experiment:
                 methods[method].skipped_batches = trainer.skipped
                 if trainer.problem.is_constrained:
                     methods[method].multipliers = trainer.problem.multiplier_values()
+                if method == "ceag":  # over ε on train: which groups, and the change most likely to help
+                    methods[method].infeasible = infeasibility(
+                        methods[method],
+                        cfg.ceag.tolerance,
+                        cfg.evaluation.min_group_size,
+                        trainer.step - int(shared_state["step"]),
+                        cfg.ceag.dual.lr,
+                    )
             if method == "nft" and "nft_es" in cfg.methods and trainer.best is not None:
                 best = copy.deepcopy(model)
                 best.load_state_dict(trainer.best["model"])

@@ -263,6 +263,16 @@ def format_report(metrics: ResultsLike, group_names: Sequence[str]) -> str:
             f"{entry['buffer_size']}, so never an estimate): {groups}",
             "",
         ]
+    for name, method in results.items():
+        if method.infeasible is not None:
+            found = method.infeasible
+            groups = ", ".join(
+                f"`{md_escape(g)}` (n = {v['n']}, EAG {fmt(v['eag'])})" for g, v in found["groups"].items()
+            )
+            lines += [
+                f"**{md_escape(name)} is infeasible on train** in {groups}: {md_escape(found['advice'])}",
+                "",
+            ]
     where = format_max_eag_table(results)
     if where:
         lines += [

@@ -91,6 +91,7 @@ class MethodResult:
     thresholds: dict[str, float] | None = None
     thresholds_rule: str | None = None
     error: str | None = None
+    infeasible: dict[str, Any] | None = None  # CEAG over ε on train: the groups and one advice
 
     def split(self, name: str) -> SplitResult:
         """The results on a split (empty when the method was not evaluated there)."""
@@ -118,6 +119,7 @@ class MethodResult:
                 ("selected_on", self.selected_on),
                 ("thresholds", self.thresholds),
                 ("thresholds_rule", self.thresholds_rule),
+                ("infeasible", self.infeasible),
             ]
         )
 
@@ -138,6 +140,7 @@ class MethodResult:
             thresholds=e.get("thresholds") if isinstance(e.get("thresholds"), Mapping) else None,
             thresholds_rule=e.get("thresholds_rule") if isinstance(e.get("thresholds_rule"), str) else None,
             error=str(e["error"]) if e.get("error") is not None else None,
+            infeasible=dict(e["infeasible"]) if isinstance(e.get("infeasible"), Mapping) else None,
         )
 
 
