@@ -7,11 +7,14 @@ its size and EAG and picks one change, by the first rule that applies:
 1. every violating group has fewer than ``evaluation.min_group_size`` rows: one sample moves
    such a group's EAG by ``1/n`` (33 points at ``n = 3``), so no step budget fixes it; raise
    ``ceag.tolerance`` or merge small groups;
-2. the CEAG stage took fewer than half the steps of the Adult default
+2. every violating group of at least ``min_group_size`` rows has fewer training rows than
+   ``ceag.buffer_size``: its buffer never fills, so the constraint never reaches it (see
+   ``groups_below_buffer``); set the buffer size to at most the smallest of them;
+3. the CEAG stage took fewer than half the steps of the Adult default
    (:data:`REFERENCE_STEPS`, at which CEAG reaches ε on every seed of the README's demo):
    the multipliers had too few dual steps; raise ``finetune.epochs`` or lower
    ``finetune.batch_size`` (small tables give a few steps per epoch);
-3. otherwise the multipliers did not grow enough within the budget: raise ``ceag.dual.lr``.
+4. otherwise the multipliers did not grow enough within the budget: raise ``ceag.dual.lr``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,12 @@ the 26,049 training rows, for the 15 pruning and 45 fine-tuning epochs
 
 
 def infeasibility(
-    result: MethodResult, tolerance: float, min_group_size: int, steps: int, dual_lr: float
+    result: MethodResult,
+    tolerance: float,
+    min_group_size: int,
+    steps: int,
+    dual_lr: float,
+    buffer_size: int = 0,
 ) -> dict[str, Any] | None:
     """``{"groups": {g: {"n", "eag"}}, "steps", "advice"}`` when ``result`` is infeasible on
     train, else ``None`` (see the module docstring for the rule)."""
@@ -40,10 +48,17 @@ def infeasibility(
         if g.eag is not None and g.eag > tolerance
     }
     sizes = [v["n"] or 0 for v in violating.values()]
+    large = [n for n in sizes if n >= min_group_size]
     if sizes and max(sizes) < min_group_size:
         advice = (
             f"every violating group has fewer than evaluation.min_group_size = {min_group_size} rows, where "
             f"one sample moves its EAG by 1/{min(sizes)}: raise ceag.tolerance, or merge small groups"
+        )
+    elif large and max(large) < buffer_size:
+        advice = (
+            f"the violating groups of at least {min_group_size} rows have fewer training rows than "
+            f"ceag.buffer_size = {buffer_size}, so the constraint never reaches them: set ceag.buffer_size "
+            f"to at most {min(large)}"
         )
     elif steps < REFERENCE_STEPS / 2:
         advice = (

@@ -319,6 +319,7 @@ class Experiment:
                         cfg.evaluation.min_group_size,
                         trainer.step - int(shared_state["step"]),
                         cfg.ceag.dual.lr,
+                        cfg.ceag.buffer_size,
                     )
             if method == "nft" and "nft_es" in cfg.methods and trainer.best is not None:
                 best = copy.deepcopy(model)

@@ -67,3 +67,12 @@ def test_replay_buffer_benchmark_runs(capsys):
     out = capsys.readouterr().out
     assert "P5 replay buffer push + query" in out and "ReplayBuffer (library)" in out
     assert "profile of ReplayBuffer" in out
+
+
+def test_field_test_benchmark_runs(capsys):
+    (row,) = _load("field_test").main(["--quick"])
+    assert row["data"] == "synthetic" and row["steps/epoch"] >= 1 and row["train rows"] > 300
+    # the groups of a few rows hold the all-groups maximum; the n >= 30 maximum is another group's
+    assert "(n=" in row["nft train max EAG"] and "g300" in row["nft train max EAG (n≥30)"]
+    assert any("replay buffer" in w for w in row["warnings"])
+    assert "== synthetic" in capsys.readouterr().out

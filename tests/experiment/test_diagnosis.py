@@ -24,7 +24,9 @@ def test_the_rule_picks_one_change():
     assert "ceag.tolerance" in tiny["advice"] and "1/3" in tiny["advice"]
     few = infeasibility(_result({"a": (388, 0.022), "b": (67, 0.06)}), 0.01, 30, 54, 1e-3)
     assert "finetune.epochs" in few["advice"] and "54 steps" in few["advice"]
-    many = infeasibility(_result({"a": (388, 0.022)}), 0.01, 30, REFERENCE_STEPS, 1e-3)
+    unreached = infeasibility(_result({"a": (500, 0.004), "b": (35, 0.03)}), 0.01, 30, 54, 1e-3, 40)
+    assert "ceag.buffer_size to at most 35" in unreached["advice"]
+    many = infeasibility(_result({"a": (388, 0.022)}), 0.01, 30, REFERENCE_STEPS, 1e-3, 40)
     assert "ceag.dual.lr" in many["advice"] and "0.001" in many["advice"]
 
 
