@@ -130,7 +130,7 @@ class Experiment:
             cfg, self.grouping, self.constraint_groupings, self.constraint_names, train_attributes
         )
         if self.left_out and self.rank == 0:
-            warnings.warn(buffer_warning(self.left_out), stacklevel=2)
+            warnings.warn(buffer_warning(self.left_out, cfg.evaluation.min_group_size), stacklevel=2)
         self.select_on = "val" if has_val else "test"  # NFT+ES picks its epoch on this split
         if isinstance(self.data, TabularData):
             self.splits = {s: _split_tensors(getattr(self.data, s)) for s in self.split_names}

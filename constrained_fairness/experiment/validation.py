@@ -85,16 +85,23 @@ def groups_below_buffers(
     return out
 
 
-def buffer_warning(left_out: dict[str, dict[str, Any]]) -> str:
-    """The one warning line naming every group a buffer leaves out, with the fix."""
+def buffer_warning(left_out: dict[str, dict[str, Any]], min_group_size: int) -> str:
+    """The one warning line naming every group a buffer leaves out, with the fix: a buffer no
+    larger than the smallest of them that is big enough for a verdict (``min_group_size``)."""
     parts = [
         f"{name} (buffer_size {entry['buffer_size']}): "
-        + ", ".join(f"{g} ({n} rows)" for g, n in entry["groups"].items())
+        + ", ".join(f"{g} ({n} row{'s' if n != 1 else ''})" for g, n in entry["groups"].items())
         for name, entry in left_out.items()
     ]
-    smallest = min(n for entry in left_out.values() for n in entry["groups"].values())
+    large = [n for entry in left_out.values() for n in entry["groups"].values() if n >= min_group_size]
+    fix = (
+        f"to constrain those of at least {min_group_size} rows set the buffer_size to at most {min(large)} "
+        "(e.g. ceag.buffer_size); merge smaller groups"
+        if large
+        else f"all have fewer than evaluation.min_group_size = {min_group_size} rows: merge them, "
+        "or accept them unconstrained"
+    )
     return (
         "groups with fewer training rows than a constraint's replay buffer never fill it and are left "
-        f"out of that constraint: {'; '.join(parts)}; to constrain them set the buffer_size to at most "
-        f"{smallest} (e.g. ceag.buffer_size), or merge small groups (they are listed in metrics.json)"
+        f"out of that constraint: {'; '.join(parts)}; {fix} (they are listed in metrics.json)"
     )

@@ -33,8 +33,8 @@ def test_groups_below_the_buffer_are_warned_about_listed_and_left_out(tmp_path):
     assert expected and all(g.startswith("purple") for g in expected)
     assert metrics["groups_below_buffer"] == {"ceag": {"buffer_size": 8, "groups": expected}}
     for g, n in expected.items():
-        assert f"{g} ({n} rows)" in messages[0]
-    assert "buffer_size to at most" in messages[0]
+        assert f"{g} ({n} row{'s' if n != 1 else ''})" in messages[0]
+    assert "merge them, or accept them unconstrained" in messages[0]  # all under min_group_size
     # left out: the multipliers of those groups never moved
     multipliers = dict(zip(metrics["groups"], metrics["methods"]["ceag"]["multipliers"]["ceag"], strict=True))
     assert all(multipliers[g] == 0.0 for g in expected)
