@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from constrained_fairness.config import load_config
+from constrained_fairness.config import load_config, read_yaml
 from constrained_fairness.data.adult import ADULT_CATEGORICAL, ADULT_COLUMNS
 from constrained_fairness.experiment import run_experiment
 
@@ -101,6 +101,11 @@ def where(maximum: object) -> str:
     return f"{maximum.value:.4f} {maximum.group} (n={maximum.n})"
 
 
+def result_batch(result: object) -> int:
+    """The sparse stages' batch size the run used (its resolved config.yaml)."""
+    return int(read_yaml(result.run_dir / "config.yaml")["finetune"]["batch_size"])
+
+
 def field_run(name: str, folder: Path, extra: Sequence[str]) -> dict:
     """Run the default config on one data set; the figures of its row."""
     section = DATASETS[name](folder)
@@ -110,8 +115,8 @@ def field_run(name: str, folder: Path, extra: Sequence[str]) -> dict:
         result = run_experiment(cfg)
     results = result.results
     train_rows = sum(g.n or 0 for g in results.method("nft").split("train").groups.values())
-    steps = -(-train_rows // cfg.finetune.batch_size)
-    row = {"data": name, "train rows": train_rows, "steps/epoch": steps}
+    steps = -(-train_rows // result_batch(result))
+    row = {"data": name, "train rows": train_rows, "batch": result_batch(result), "steps/epoch": steps}
     for method in ("nft", "ceag"):
         m = results.method(method)
         for split in ("train", "test"):
@@ -138,9 +143,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
         for name in names:
             row = field_run(name, Path(scratch), extra)
             rows.append(row)
-            print(f"== {name}: {row['train rows']} training rows, {row['steps/epoch']} steps per epoch")
+            print(
+                f"== {name}: {row['train rows']} training rows, batches of {row['batch']}, "
+                f"{row['steps/epoch']} steps per epoch"
+            )
             for key, value in row.items():
-                if key not in ("data", "train rows", "steps/epoch", "warnings"):
+                if key not in ("data", "train rows", "batch", "steps/epoch", "warnings"):
                     print(f"  {key}: {value}")
             for message in row["warnings"]:
                 print(f"  warning: {message}")

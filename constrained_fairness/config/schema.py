@@ -72,6 +72,9 @@ class DenseConfig:
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
     batch_size: int = 256
+    # > 0: the batch is min(batch_size, floor(training rows / min_steps_per_epoch)), so that a small
+    # data set still gets this many steps per epoch (see experiment/budget.py); 0: batch_size as is
+    min_steps_per_epoch: int = 0
     lr_milestones: list[float] = field(default_factory=list)  # fractions of the dense epochs
     lr_gamma: float = 0.1
 
@@ -105,6 +108,7 @@ class FinetuneConfig:
     # "classifier" (the last linear/conv layer's weight and bias only, what the paper code's L2 term does)
     weight_decay_scope: str = "all"
     batch_size: int = 256
+    min_steps_per_epoch: int = 0  # as dense.min_steps_per_epoch
     lr_milestones: list[float] = field(default_factory=lambda: [0.6, 0.8, 0.9])
     lr_gamma: float = 0.1
 
@@ -301,6 +305,11 @@ class ExperimentConfig:
             ("eval_batch_size", self.eval_batch_size),
         ):
             _require(value >= 1, f"{key} must be >= 1, got {value}")
+        for key, value in (
+            ("dense.min_steps_per_epoch", self.dense.min_steps_per_epoch),
+            ("finetune.min_steps_per_epoch", f.min_steps_per_epoch),
+        ):
+            _require(value >= 0, f"{key} must be >= 0 (0: the batch_size as given), got {value}")
         _require(self.dense.epochs >= 0, f"dense.epochs must be >= 0, got {self.dense.epochs}")
         for key, value in (
             ("dense.lr", self.dense.lr),

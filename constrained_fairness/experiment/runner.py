@@ -55,6 +55,7 @@ from ..sparsity import branch_epoch
 from ..training.checkpoint import load_model_weights, save_atomic
 from ..training.evaluation import Evaluator
 from ..training.loggers import RunLogger
+from .budget import with_scaled_batches
 from .diagnosis import infeasibility
 from .methods import MethodContext, failed_entries, method_name, thresholds_entry, trained_methods
 from .outputs import write_run_files
@@ -101,8 +102,10 @@ class Experiment:
         torch.manual_seed(cfg.seed)
         self.device = init_from_environment(cfg.device) or resolve_device(cfg.device)
         self.rank, self.world = rank(), world_size()
-        check_batch_sizes(cfg, self.world)
         self.data = load_data(cfg, data)
+        # small data, smaller batches: at least min_steps_per_epoch steps (experiment/budget.py)
+        cfg = self.cfg = with_scaled_batches(cfg, len(self.data.train), self.world)
+        check_batch_sizes(cfg, self.world)
         self.model_factory = model_factory(model, cfg.model.name)
         self._input_shape: tuple[int, ...] | None = None
         self.attributes = GroupIndex.from_lists(self.data.attribute_names, self.data.attribute_values)
