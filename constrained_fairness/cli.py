@@ -128,6 +128,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .config import load_config
+    from .experiment.run_dir import finished
     from .experiment.runner import run_experiment
     from .reporting.aggregate import write_table
 
@@ -140,7 +141,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             overrides = [*args.overrides, f"seed={seed}", f"pruning.sparsity={sparsity}"]
             cfg = load_config(args.config, overrides)
             run_dir = out / f"sparsity{sparsity:g}_seed{seed}"
-            if not (run_dir / "metrics.json").is_file():  # finished runs are reused, started ones resumed
+            if not finished(run_dir):  # finished runs are reused, started ones resumed
                 run_experiment(cfg, output=run_dir, resume="auto", progress=False)
             run_dirs.append(run_dir)
             if not args.quiet:

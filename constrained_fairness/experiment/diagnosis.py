@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import ExperimentConfig
 from ..reporting.results import MethodResult
 
 REFERENCE_STEPS = 6120
@@ -71,6 +72,12 @@ def infeasibility(
             "to hold these groups within ε"
         )
     return {"groups": violating, "steps": steps, "advice": advice}
+
+
+def ceag_infeasibility(result: MethodResult, cfg: ExperimentConfig, steps: int) -> dict[str, Any] | None:
+    """:func:`infeasibility` of the ``ceag`` method of ``cfg``, after its stage took ``steps``."""
+    c = cfg.ceag
+    return infeasibility(result, c.tolerance, cfg.evaluation.min_group_size, steps, c.dual.lr, c.buffer_size)
 
 
 def infeasibility_line(name: str, tolerance: float | None, train_max_eag: float | None, found: dict) -> str:

@@ -1,5 +1,6 @@
 """The files a finished run leaves in its folder, each written atomically: ``metrics.json``
-(results only, so a resumed run's file is identical to an uninterrupted one's),
+(results only, so a resumed run's file is identical to an uninterrupted one's; while the run
+goes on, it holds the finished methods and lists the others as ``pending``),
 ``timing.json`` (the wall time of this invocation), ``history.jsonl``, ``report.md`` with its
 plots, and ``report.html``."""
 
@@ -39,3 +40,13 @@ def write_run_files(
     write_report(run_dir, results, history, group_names)
     write_html_report(run_dir, results, config)
     return results
+
+
+def write_partial_metrics(run_dir: Path, results: RunResults, listed: Sequence[str], world: int) -> None:
+    """``metrics.json`` of a run still going: the finished methods, in ``listed`` order, and
+    ``pending``, the others (a crash keeps what is done; :func:`.run_dir.finished` tells a
+    finished run from one still going, and the last write has no ``pending``)."""
+    results.methods = {m: results.methods[m] for m in listed if m in results.methods}
+    results.pending = [m for m in listed if m not in results.methods]
+    results.world_size = world
+    atomic_write_json(run_dir / "metrics.json", results.to_json())

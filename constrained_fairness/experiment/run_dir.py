@@ -3,6 +3,7 @@ checked to hold the same config; and the checkpoints of its stages."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -42,6 +43,17 @@ def prepare_run_dir(
         n += 1
         run_dir = base.with_name(f"{base.name}-{n}")
     return _make_run_dir(run_dir), False
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a finished run: a ``metrics.json`` with no ``pending`` method
+    (the protocol writes the file after each method, and marks the ones still to come)."""
+    path = run_dir / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(metrics, dict) and not metrics.get("pending")
 
 
 def _make_run_dir(run_dir: Path) -> Path:

@@ -56,9 +56,9 @@ from ..training.checkpoint import load_model_weights, save_atomic
 from ..training.evaluation import Evaluator
 from ..training.loggers import RunLogger
 from .budget import with_scaled_batches
-from .diagnosis import infeasibility
+from .diagnosis import ceag_infeasibility
 from .methods import MethodContext, failed_entries, method_name, thresholds_entry, trained_methods
-from .outputs import write_run_files
+from .outputs import write_partial_metrics, write_run_files
 from .results import MethodResultBuilder, achieved_sparsity, nft_es_name
 from .run_dir import StageCheckpoints, check_same_config, prepare_run_dir
 from .stages import StageTrainers
@@ -291,7 +291,11 @@ class Experiment:
                 [s.dual for s in cfg.constraints],
             ),
         )
+        listed = [nft_es_name(self.select_on) if m == "nft_es" else method_name(m) for m in cfg.methods]
         for entry in trained:
+            if methods and self.rank == 0:  # the finished methods so far, the others marked pending
+                partial = self._run_entry(cfg.pruning.sparsity, achieved, dense_summary, methods)
+                write_partial_metrics(self.run_dir, partial, listed, self.world)
             method = method_name(entry)
             model = self._new_model()
             setup = METHODS.resolve(entry)(context)
@@ -316,14 +320,8 @@ class Experiment:
                 if trainer.problem.is_constrained:
                     methods[method].multipliers = trainer.problem.multiplier_values()
                 if method == "ceag":  # over ε on train: which groups, and the change most likely to help
-                    methods[method].infeasible = infeasibility(
-                        methods[method],
-                        cfg.ceag.tolerance,
-                        cfg.evaluation.min_group_size,
-                        trainer.step - int(shared_state["step"]),
-                        cfg.ceag.dual.lr,
-                        cfg.ceag.buffer_size,
-                    )
+                    steps = trainer.step - int(shared_state["step"])
+                    methods[method].infeasible = ceag_infeasibility(methods[method], cfg, steps)
             if method == "nft" and "nft_es" in cfg.methods and trainer.best is not None:
                 best = copy.deepcopy(model)
                 best.load_state_dict(trainer.best["model"])
@@ -336,7 +334,6 @@ class Experiment:
                 )
             achieved = achieved_sparsity(trainer.pruner)
 
-        listed = [nft_es_name(self.select_on) if m == "nft_es" else method_name(m) for m in cfg.methods]
         ordered = {m: methods[m] for m in listed if m in methods}
         return self._run_entry(cfg.pruning.sparsity, achieved, dense_summary, ordered)
 

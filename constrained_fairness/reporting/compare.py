@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import glob
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,17 @@ def load_run(path: Path) -> LoadedRun:
 
 
 def load_runs(paths: Sequence[str]) -> list[LoadedRun]:
-    runs = [load_run(p) for p in find_runs(paths)]
+    runs = []
+    for run in map(load_run, find_runs(paths)):
+        if run.results.finished:
+            runs.append(run)
+        else:  # a run still going (or one that crashed): its metrics.json lists what is pending
+            pending = ", ".join(run.results.pending or [])
+            warnings.warn(f"{run.path} is not finished (pending: {pending}); left out", stacklevel=2)
+    if not runs:
+        raise DataError(
+            "none of the runs has finished; compare finished runs (their metrics.json has no pending)"
+        )
     first = runs[0]
     for run in runs[1:]:
         if run.results.groups != first.results.groups:

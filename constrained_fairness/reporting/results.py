@@ -189,6 +189,7 @@ class RunResults:
     methods: dict[str, MethodResult] = field(default_factory=dict)
     world_size: int | None = None
     groups_below_buffer: dict[str, Any] | None = None  # {constraint: {buffer_size, groups: {g: n}}}
+    pending: list[str] | None = None  # a run still going: the methods not finished yet
     wall_seconds: float | None = None
     explicit_splits: bool = True  # False when read from a file without "splits"
 
@@ -200,6 +201,11 @@ class RunResults:
 
     def items(self) -> Iterator[tuple[str, MethodResult]]:
         return iter(self.methods.items())
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run wrote its last ``metrics.json`` (no method is ``pending``)."""
+        return not self.pending
 
     @property
     def failed(self) -> dict[str, str]:
@@ -227,6 +233,8 @@ class RunResults:
         }
         if self.world_size is not None:
             out["world_size"] = self.world_size
+        if self.pending is not None:
+            out["pending"] = list(self.pending)
         return out
 
     @classmethod
@@ -253,6 +261,9 @@ class RunResults:
             dense=from_json_optional(DenseSplit, metrics.get("dense")),
             methods={str(m): MethodResult.from_json(e, splits) for m, e in methods.items()},
             world_size=integer(world),
+            pending=[str(m) for m in metrics["pending"]]
+            if isinstance(metrics.get("pending"), list)
+            else None,
             groups_below_buffer=dict(metrics["groups_below_buffer"])
             if isinstance(metrics.get("groups_below_buffer"), Mapping)
             else None,

@@ -57,3 +57,37 @@ def test_a_finite_loss_without_bound_stops_the_stage_before_its_checkpoint(tmp_p
         run / "metrics.json"
     ).exists()  # nothing finished: no result that looks valid
     assert not list((run / "checkpoints").glob("dense-e*.pt"))  # the diverged epoch is not kept
+
+
+def test_a_crash_keeps_the_finished_methods_and_a_resume_finishes_the_run(tmp_path, monkeypatch):
+    """metrics.json is written after each method: a crash in CEAG (here a RuntimeError, as an
+    out-of-memory would be) leaves NFT's results with CEAG pending; the file does not count as
+    a finished run, and a resume ends with the same file as an uninterrupted run."""
+    import pytest
+
+    from constrained_fairness.experiment.run_dir import finished
+    from constrained_fairness.training.trainer import Trainer
+
+    config = tiny_config(tmp_path, methods="[nft, ceag]")
+    straight = tmp_path / "straight"
+    assert main(["run", str(config), "--output", str(straight), "--quiet"]) == 0
+    assert finished(straight)
+    run = tmp_path / "run"
+    original = Trainer.run
+
+    def crash_in_ceag(self, until, checkpointer=None):
+        if self.name == "ceag":
+            raise RuntimeError("simulated crash")
+        return original(self, until, checkpointer)
+
+    monkeypatch.setattr(Trainer, "run", crash_in_ceag)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(["run", str(config), "--output", str(run), "--quiet"])
+    partial = strict_json(run / "metrics.json")
+    assert partial["pending"] == ["ceag"] and list(partial["methods"]) == ["nft"]
+    assert partial["methods"]["nft"] == strict_json(straight / "metrics.json")["methods"]["nft"]
+    assert not finished(run)
+    monkeypatch.setattr(Trainer, "run", original)
+    assert main(["run", str(config), "--output", str(run), "--quiet", "--resume"]) == 0
+    assert (run / "metrics.json").read_text() == (straight / "metrics.json").read_text()
+    assert finished(run)
