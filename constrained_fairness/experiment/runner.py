@@ -293,7 +293,7 @@ class Experiment:
         )
         listed = [nft_es_name(self.select_on) if m == "nft_es" else method_name(m) for m in cfg.methods]
         for entry in trained:
-            if methods and self.rank == 0:  # the finished methods so far, the others marked pending
+            if self.rank == 0 and any(m.error is None for m in methods.values()):  # the rest: pending
                 partial = self._run_entry(cfg.pruning.sparsity, achieved, dense_summary, methods)
                 write_partial_metrics(self.run_dir, partial, listed, self.world)
             method = method_name(entry)
@@ -334,6 +334,10 @@ class Experiment:
                 )
             achieved = achieved_sparsity(trainer.pruner)
 
+        if methods and all(
+            m.error is not None for m in methods.values()
+        ):  # nothing finished: no results file
+            raise TrainingDiverged(next(iter(methods.values())).error or "every method failed")
         ordered = {m: methods[m] for m in listed if m in methods}
         return self._run_entry(cfg.pruning.sparsity, achieved, dense_summary, ordered)
 
