@@ -179,9 +179,14 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _summary(results: RunResults) -> str:
-    from .experiment.diagnosis import infeasibility_line
     from .reporting.markdown import fmt
-    from .reporting.results_view import max_eag_rows, method_label, min_group_size_of, selection_note
+    from .reporting.results_view import (
+        infeasibility_note,
+        max_eag_rows,
+        method_label,
+        min_group_size_of,
+        selection_note,
+    )
 
     labels = {name: method_label(name, m) for name, m in results.items()}
     width = max([8, *map(len, labels.values())])
@@ -204,9 +209,8 @@ def _summary(results: RunResults) -> str:
         if split in ("train", "test"):
             lines.append(f"{method} {split} max EAG: {everywhere}; over groups of n >= {size}: {large}")
     lines += [selection_note(name, code=str, em=str) for name in results.methods_selected_on_test]
-    for name, m in results.items():
-        if m.infeasible is not None:
-            lines.append(infeasibility_line(name, results.tolerance, m.split("train").max_eag, m.infeasible))
+    notes = (infeasibility_note(name, m, results.tolerance) for name, m in results.items())
+    lines += [note for note in notes if note is not None]
     return "\n".join(lines)
 
 

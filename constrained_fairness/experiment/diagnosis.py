@@ -78,15 +78,3 @@ def ceag_infeasibility(result: MethodResult, cfg: ExperimentConfig, steps: int) 
     """:func:`infeasibility` of the ``ceag`` method of ``cfg``, after its stage took ``steps``."""
     c = cfg.ceag
     return infeasibility(result, c.tolerance, cfg.evaluation.min_group_size, steps, c.dual.lr, c.buffer_size)
-
-
-def infeasibility_line(name: str, tolerance: float | None, train_max_eag: float | None, found: dict) -> str:
-    """One line of the summary: the method, the violating groups with their sizes, the advice."""
-    groups = ", ".join(
-        f"{g} (n={v['n']}, EAG {v['eag']:.4f})"
-        for g, v in sorted(found["groups"].items(), key=lambda kv: -kv[1]["eag"])
-    )
-    return (
-        f"{name} is infeasible on train (max EAG {train_max_eag:.4f} > ε = {tolerance:g}) in {groups}; "
-        f"{found['advice']}"
-    )

@@ -209,3 +209,8 @@ def failed_entries(entry: str, error: str, listed: list[str], select_on: str) ->
         if "thresholds" in listed:
             out["thresholds"] = MethodResult(error=derived)
     return out
+
+
+def in_order(methods: dict[str, MethodResult], listed: list[str]) -> dict[str, MethodResult]:
+    """The methods' results in the order of ``methods:`` (``listed``, with NFT+ES's reported name)."""
+    return {m: methods[m] for m in listed if m in methods}

@@ -42,11 +42,9 @@ def write_run_files(
     return results
 
 
-def write_partial_metrics(run_dir: Path, results: RunResults, listed: Sequence[str], world: int) -> None:
-    """``metrics.json`` of a run still going: the finished methods, in ``listed`` order, and
-    ``pending``, the others (a crash keeps what is done; :func:`.run_dir.finished` tells a
-    finished run from one still going, and the last write has no ``pending``)."""
-    results.methods = {m: results.methods[m] for m in listed if m in results.methods}
-    results.pending = [m for m in listed if m not in results.methods]
-    results.world_size = world
+def write_partial_metrics(run_dir: Path, results: RunResults, pending: Sequence[str], world: int) -> None:
+    """``metrics.json`` of a run still going: the finished methods, and ``pending``, the others
+    (a crash keeps what is done; :func:`.run_dir.finished` tells a finished run from one still
+    going, and the last write has no ``pending``)."""
+    results.pending, results.world_size = list(pending), world
     atomic_write_json(run_dir / "metrics.json", results.to_json())

@@ -54,11 +54,11 @@ class MethodResultBuilder:
         """Final results of one model's ``evaluation`` (from the evaluator, or post-processed)."""
         out = MethodResult({s: self._split(evaluation[s], s) for s in self.split_names}, epoch)
         if self.report_constraints:
-            out.constraints = {
-                name: {s: constraint_report(c, evaluation[s].outputs) for s in self.split_names}
-                for name, c in self.report_constraints
-            }
+            out.constraints = {}
             for name, c in self.report_constraints:
+                out.constraints[name] = {
+                    s: constraint_report(c, evaluation[s].outputs) for s in self.split_names
+                }
                 for s in self.split_names:
                     verdict = constraint_verdicts(c, evaluation[s].outputs, self.settings)
                     out.splits[s].verdicts[name] = verdict_of(verdict)

@@ -57,7 +57,7 @@ from ..training.evaluation import Evaluator
 from ..training.loggers import RunLogger
 from .budget import with_scaled_batches
 from .diagnosis import ceag_infeasibility
-from .methods import MethodContext, failed_entries, method_name, thresholds_entry, trained_methods
+from .methods import MethodContext, failed_entries, in_order, method_name, thresholds_entry, trained_methods
 from .outputs import write_partial_metrics, write_run_files
 from .results import MethodResultBuilder, achieved_sparsity, nft_es_name
 from .run_dir import StageCheckpoints, check_same_config, prepare_run_dir
@@ -294,8 +294,10 @@ class Experiment:
         listed = [nft_es_name(self.select_on) if m == "nft_es" else method_name(m) for m in cfg.methods]
         for entry in trained:
             if self.rank == 0 and any(m.error is None for m in methods.values()):  # the rest: pending
-                partial = self._run_entry(cfg.pruning.sparsity, achieved, dense_summary, methods)
-                write_partial_metrics(self.run_dir, partial, listed, self.world)
+                done = self._run_entry(
+                    cfg.pruning.sparsity, achieved, dense_summary, in_order(methods, listed)
+                )
+                write_partial_metrics(self.run_dir, done, [m for m in listed if m not in methods], self.world)
             method = method_name(entry)
             model = self._new_model()
             setup = METHODS.resolve(entry)(context)
@@ -334,12 +336,10 @@ class Experiment:
                 )
             achieved = achieved_sparsity(trainer.pruner)
 
-        if methods and all(
-            m.error is not None for m in methods.values()
-        ):  # nothing finished: no results file
-            raise TrainingDiverged(next(iter(methods.values())).error or "every method failed")
-        ordered = {m: methods[m] for m in listed if m in methods}
-        return self._run_entry(cfg.pruning.sparsity, achieved, dense_summary, ordered)
+        errors = [m.error for m in methods.values()]
+        if errors and None not in errors:  # nothing finished: no results file, as for any error
+            raise TrainingDiverged(errors[0])
+        return self._run_entry(cfg.pruning.sparsity, achieved, dense_summary, in_order(methods, listed))
 
     def _run_entry(
         self,

@@ -42,6 +42,7 @@ from .results_view import (
     constraint_names,
     dense_group_accuracy,
     group_count,
+    infeasibility_note,
     is_feasible,
     max_eag_rows,
     method_label,
@@ -264,15 +265,15 @@ def format_report(metrics: ResultsLike, group_names: Sequence[str]) -> str:
             "",
         ]
     for name, method in results.items():
-        if method.infeasible is not None:
-            found = method.infeasible
-            groups = ", ".join(
-                f"`{md_escape(g)}` (n = {v['n']}, EAG {fmt(v['eag'])})" for g, v in found["groups"].items()
-            )
-            lines += [
-                f"**{md_escape(name)} is infeasible on train** in {groups}: {md_escape(found['advice'])}",
-                "",
-            ]
+        note = infeasibility_note(
+            md_escape(name),
+            method,
+            results.tolerance,
+            code=lambda g: f"`{md_escape(g)}`",
+            strong=lambda s: f"**{s}**",
+        )
+        if note is not None:
+            lines += [note, ""]
     where = format_max_eag_table(results)
     if where:
         lines += [

@@ -130,6 +130,28 @@ def verdict_entries(results: RunResults) -> list[tuple[str, str, str, Mapping[st
     ]
 
 
+def infeasibility_note(
+    name: str,
+    method: MethodResult,
+    tolerance: float | None,
+    code: Callable[[str], str] = str,
+    strong: Callable[[str], str] = str,
+) -> str | None:
+    """The line saying why ``method`` ended over ε on train (its ``infeasible`` entry: the
+    violating groups, largest EAG first, with sizes, and the advice); ``None`` when it did not.
+    ``code`` formats a group name and ``strong`` the verdict (plain text by default)."""
+    found = method.infeasible
+    if found is None:
+        return None
+    groups = ", ".join(
+        f"{code(g)} (n={v['n']}, EAG {v['eag']:.4f})"
+        for g, v in sorted(found["groups"].items(), key=lambda kv: -kv[1]["eag"])
+    )
+    head = strong(f"{name} is infeasible on train")
+    max_eag = method.split("train").max_eag
+    return f"{head} (max EAG {max_eag:.4f} > ε = {tolerance:g}) in {groups}; {found['advice']}"
+
+
 def where_max(maximum: GroupMaximum | None, fmt: Callable[[Any], str]) -> str:
     """``0.0342 in Other|Female (n=80)``; ``–`` when there is no such maximum."""
     if maximum is None or maximum.value is None:
