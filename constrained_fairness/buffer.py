@@ -14,7 +14,10 @@ used for a dual update) only once ``fill[g] = k``. Everything is vectorized: no 
 loop over samples or groups. The ranks ``j`` come from one stable sort of the group ids,
 ``j_n = n' − start[g_n]`` for the sorted position ``n'`` and the exclusive cumulative count
 ``start = cumsum(c) − c``; a push is about a dozen tensor operations, with one host read
-(``max c > k``?) that selects the rare overflow path.
+(``max c > k``?) that selects the rare overflow path. :meth:`ReplayBuffer.push_fixed` does
+the same without any host read, for the fixed-shape statistics: every sample is placed,
+and the ones not kept (a group's oldest beyond ``k``, or masked out) are written to one
+spare slot after the ``G × k`` values that nothing reads.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ class ReplayBuffer:
             raise ConfigError(f"number of groups must be >= 1, got {num_groups}")
         self.num_groups = num_groups
         self.size = size
-        self.values = torch.zeros(num_groups, size, device=device)
+        # the (G, k) values, plus one spare slot that takes the writes push_fixed discards
+        self.storage = torch.zeros(num_groups * size + 1, device=device)
+        self.values = self.storage[:-1].view(num_groups, size)
         self.pointer = torch.zeros(num_groups, dtype=torch.long, device=device)
         self.fill = torch.zeros(num_groups, dtype=torch.long, device=device)
 
@@ -70,6 +75,35 @@ class ReplayBuffer:
         self.values.index_put_((sorted_groups, slots), values)
         self.pointer.add_(counts).remainder_(k)
         self.fill.add_(counts).clamp_(max=k)
+
+    def push_fixed(self, values: torch.Tensor, groups: torch.Tensor, counts: torch.Tensor) -> None:
+        """:meth:`push` without a host read: the same buffer contents, pointers and fills.
+
+        ``groups[n]`` may be ``G`` (= ``num_groups``): sample ``n`` is dropped (a masked one).
+        ``counts`` is ``(G + 1,)``, the samples per id including the dropped ones. With
+        ``e[g] = max(0, c[g] − k)``, sample ``n`` of rank ``j`` in its group is kept iff
+        ``j ≥ e[g]``, at slot ``(ptr[g] + j − e[g]) mod k``; every other sample is written to
+        the spare slot ``G k``."""
+        values = values.detach().to(self.values.dtype).reshape(-1)
+        groups = groups.reshape(-1)
+        if values.numel() != groups.numel() or counts.numel() != self.num_groups + 1:
+            raise ValueError(
+                f"push_fixed got {values.numel()} values, {groups.numel()} group ids and {counts.numel()} "
+                f"counts; pass one value and id per sample and {self.num_groups + 1} counts"
+            )
+        k, num_groups = self.size, self.num_groups
+        sorted_groups, order = torch.sort(groups, stable=True)
+        starts = counts.cumsum(0) - counts
+        rank = torch.arange(groups.numel(), device=groups.device) - starts.index_select(0, sorted_groups)
+        excess = (counts - k).clamp(min=0).index_select(0, sorted_groups)
+        real = sorted_groups.clamp(max=num_groups - 1)  # the dropped id G reads group G−1's pointer
+        slots = (self.pointer.index_select(0, real) + rank - excess).remainder_(k)
+        keep = (rank >= excess) & (sorted_groups < num_groups)
+        target = torch.where(keep, real * k + slots, num_groups * k)
+        self.storage.index_put_((target,), values.index_select(0, order))
+        added = counts[:num_groups].clamp(max=k)
+        self.pointer.add_(added).remainder_(k)
+        self.fill.add_(added).clamp_(max=k)
 
     def full_means(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(ids, means)``: the groups whose buffer is full, and their means (the estimates)."""

@@ -74,16 +74,18 @@ class GroupIndex:
             step *= card
         return tuple(reversed(out))
 
-    def ids(self, codes: torch.Tensor) -> torch.Tensor:
+    def ids(self, codes: torch.Tensor, check: bool = True) -> torch.Tensor:
         """Map an ``(N, A)`` int tensor of attribute codes to ``(N,)`` group ids (long).
 
         Called on every training batch: the range check is one ``aminmax`` and one host
-        read, and the ids one multiply-add per attribute."""
+        read, and the ids one multiply-add per attribute. ``check=False`` skips the range
+        check (and its host read), for codes already checked, e.g. a whole training split's
+        before its stage (the fixed-shape statistics of the constraints)."""
         if codes.dim() != 2 or codes.shape[1] != len(self.attribute_names):
             raise DataError(
                 f"attribute codes have shape {tuple(codes.shape)}; expected (N, {len(self.attribute_names)})"
             )
-        if codes.numel():
+        if check and codes.numel():
             low, high = torch.aminmax(codes, dim=0)
             bounds = torch.cat([low, high]).tolist()
             width = len(self.cardinalities)
@@ -169,19 +171,41 @@ class Grouping:
         card = torch.tensor(self.index.cardinalities)
         return torch.repeat_interleave(torch.arange(len(card)), card)
 
+    @cached_property
+    def _offset_values(self) -> list[int]:
+        """Marginal mode: the id of each attribute's first value (exclusive cumulative counts)."""
+        card = self.index.cardinalities
+        return [sum(card[:a]) for a in range(len(card))]
+
+    @cached_property
+    def _constants(self) -> dict[tuple[str, torch.device], torch.Tensor]:
+        return {}
+
+    def _constant(self, name: str, values: list[int], device: torch.device) -> torch.Tensor:
+        """``values`` as a long tensor on ``device``, copied there once: a host-to-device copy
+        of pageable memory makes the host wait, and memberships run on every batch."""
+        key = (name, device)
+        if key not in self._constants:
+            self._constants[key] = torch.tensor(values, dtype=torch.long, device=device)
+        return self._constants[key]
+
     @property
     def num_partitions(self) -> int:
         return 1 if self.mode == "intersectional" else len(self.columns)
 
-    def memberships(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(rows, groups)`` for an ``(B, A)`` matrix of the data's attribute codes."""
+    def memberships(self, codes: torch.Tensor, check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rows, groups)`` for an ``(B, A)`` matrix of the data's attribute codes
+        (``check``: see :meth:`GroupIndex.ids`)."""
         n = codes.shape[0]
         all_columns = self.columns == tuple(range(codes.shape[1] if codes.dim() == 2 else -1))
-        selected = codes if all_columns else codes[:, list(self.columns)]
+        selected = (
+            codes
+            if all_columns
+            else codes.index_select(1, self._constant("columns", list(self.columns), codes.device))
+        )
         if self.mode == "intersectional":
-            return torch.arange(n, device=codes.device), self.index.ids(selected)
-        card = torch.tensor(self.index.cardinalities, device=codes.device)
-        offsets = torch.cumsum(card, 0) - card
+            return torch.arange(n, device=codes.device), self.index.ids(selected, check)
+        offsets = self._constant("offsets", self._offset_values, codes.device)
         groups = (selected.long() + offsets).flatten()
         rows = torch.arange(n, device=codes.device).repeat_interleave(len(self.columns))
         return rows, groups

@@ -50,6 +50,9 @@ class FairnessProblem(cooper.ConstrainedMinimizationProblem):
         self.channels_last = False  # NHWC memory format for image inputs
         # per-sample loss weights from (targets, attributes), e.g. the reweighting baseline
         self.sample_weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+        # deferred finiteness checks (TrainingStep's check_every > 1): each batch and-s its
+        # flags into this device tensor instead of reading them; None: check every batch
+        self.pending_finite: torch.Tensor | None = None
         names = list(names) if names is not None else [f"constraint_{i}" for i in range(len(constraints))]
         for name, constraint in zip(names, constraints, strict=True):
             self._register_constraint(name, constraint)
@@ -83,16 +86,40 @@ class FairnessProblem(cooper.ConstrainedMinimizationProblem):
         self._check_finite(loss, observed)
         return cooper.CMPState(loss=loss, observed_constraints=observed, misc={"batch": batch})
 
+    def use_fixed_shapes(self, on: bool) -> None:
+        """Turn the fixed-shape statistics of every statistic constraint on or off (see
+        :mod:`.constraints.statistic`)."""
+        for constraint in self.constraints():
+            if hasattr(constraint, "fixed_shapes"):
+                constraint.fixed_shapes = on
+
+    def defer_checks(self, on: bool) -> None:
+        """Start (or stop) deferring the finiteness checks: :meth:`read_pending` reads them."""
+        self.pending_finite = None if not on else torch.ones((), dtype=torch.bool)
+
+    def read_pending(self) -> bool:
+        """Whether every batch since the last read was finite (one host read; under DDP on
+        every rank), and start over."""
+        assert self.pending_finite is not None
+        ok = bool(all_ranks_flags(self.pending_finite.reshape(1))[0])
+        self.pending_finite = torch.ones((), dtype=torch.bool, device=self.pending_finite.device)
+        return ok
+
     def _check_finite(self, loss: torch.Tensor, observed: dict) -> None:
         """One device sync: are the loss, the violations and the multipliers finite? Under
         DDP the answer is agreed over ranks (one small all-reduce), so that every rank skips
-        or stops at the same batch instead of one rank waiting in the gradient all-reduce."""
+        or stops at the same batch instead of one rank waiting in the gradient all-reduce.
+        Deferred (:meth:`defer_checks`): no sync, the flags are and-ed on the device."""
         checks = [torch.isfinite(loss).all()]
         for state in observed.values():
             checks.append(torch.isfinite(state.violation).all())
             if state.strict_violation is not None:
                 checks.append(torch.isfinite(state.strict_violation).all())
         multipliers = [torch.isfinite(c.multiplier.weight).all() for c in self.constraints()]
+        if self.pending_finite is not None:
+            finite = torch.stack(checks + multipliers).all()
+            self.pending_finite = finite & self.pending_finite.to(finite.device)
+            return
         flags = all_ranks_flags(torch.stack(checks + multipliers)).tolist()
         if all(flags):
             return

@@ -37,3 +37,10 @@ DUAL_OPTIMIZERS = ("sgd", "nupi")
 DENSE_OPTIMIZERS = ("adam", "sgd")
 WANDB_MODES = ("offline", "online", "disabled")
 PROGRESS_MODES = ("auto", "always", "never")
+IMAGE_CACHES = ("none", "memory", "device")
+"""``data.cache``: decode images per item (DataLoader), or once into a memory-mapped uint8 array
+gathered on the host (``memory``) or held whole on the training device (``device``)."""
+
+FIXED_SHAPES = ("auto", "on", "off")
+"""``guards.fixed_shapes``: constraint statistics over all groups with masks (no host sync), or
+over the present groups only; ``auto`` turns them on for accelerator devices with plain SGD duals."""

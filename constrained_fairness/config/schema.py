@@ -32,6 +32,11 @@ class DataConfig:
     image_size: int | None = None  # image datasets: default 200 (UTKFace), 224 (FairFace), 32 (CIFAR-100)
     num_workers: int = 0  # DataLoader workers for image datasets
     pin_memory: bool = False
+    # image datasets: "none" decodes each item in DataLoader workers; "memory" decodes every image once
+    # into a memory-mapped uint8 cache and gathers batches on the host; "device" holds that cache on
+    # the training device and gathers, flips and normalises batches there (see data/cache.py)
+    cache: str = "none"
+    cache_dir: str | None = None  # where the cache files go; default: <data root>/.cfair_cache
     path: str | None = None
     test_path: str | None = None
     target: str | None = None
@@ -60,6 +65,7 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [128, 64])
     width: float = 1.0  # channel multiplier of resnet56 and mobilenet_v2
     checkpoint: str | None = None  # a dense model state_dict to start from instead of training one
+    compile: bool = False  # torch.compile the model's forward pass (training and evaluation)
 
 
 @dataclass
@@ -188,6 +194,9 @@ class EvaluationConfig:
     confidence: float = 0.95  # of the percentile intervals
     min_group_size: int = 30  # smaller groups get no verdict (listed as too small)
     seed: int = 0  # of the resampling
+    # evaluate every split after every N-th epoch of a stage (and always after its last epoch);
+    # 1 (every epoch) is what the paper code does. Early stopping (NFT+ES) sees only evaluated epochs.
+    every_epochs: int = 1
 
 
 @dataclass
@@ -211,6 +220,11 @@ class GuardsConfig:
     # a stage whose epoch training loss exceeds divergence_factor × log(classes) stops as diverged
     # (log C is the cross-entropy of a uniform guess; a loss 100 times that is no training run)
     divergence_factor: float = 100.0
+    # policy stop: read the finiteness of loss, violations and multipliers every N steps (one host
+    # sync per N steps instead of one per step); a failed check restores the state of the last
+    # passed check and stops. Policy skip checks every step (it must drop the very batch).
+    check_every: int = 1
+    fixed_shapes: str = "auto"  # auto | on | off (see config/choices.py FIXED_SHAPES)
 
 
 @dataclass
@@ -289,6 +303,16 @@ class ExperimentConfig:
         _require(
             self.guards.divergence_factor > 0,
             f"guards.divergence_factor must be > 0 (e.g. 100), got {self.guards.divergence_factor}",
+        )
+        _require(
+            self.guards.check_every >= 1,
+            f"guards.check_every must be >= 1 (1: every step), got {self.guards.check_every}",
+        )
+        _require_one_of("guards.fixed_shapes", self.guards.fixed_shapes, choices.FIXED_SHAPES)
+        _require_one_of("data.cache", self.data.cache, choices.IMAGE_CACHES)
+        _require(
+            self.evaluation.every_epochs >= 1,
+            f"evaluation.every_epochs must be >= 1 (1: every epoch), got {self.evaluation.every_epochs}",
         )
         duals = [("ceag.dual", self.ceag.dual), ("el.dual", self.el.dual)]
         duals += [(f"constraints[{i}].dual", c.dual) for i, c in enumerate(self.constraints)]

@@ -24,6 +24,8 @@ groups whose buffer is full, against the frequency-weighted overall estimate
 ``s̄[P] = Σ_{g∈P, full} p[g] s[g] / Σ_{g∈P, full} p[g]``. Frequencies ``p[g]`` are given,
 or counted from the training samples seen so far. With ``buffer_size=0`` the strict
 statistic is the batch estimate.
+
+**Fixed shapes**: see :mod:`.fixed_shapes`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from ..errors import ConfigError
 from ..groups import Grouping
 from ..runtime.distributed import gather_cat, global_sum, is_distributed, world_size
 from .base import BatchOutputs, GroupConstraint, check_tolerance, indexed_state
+from .fixed_shapes import FixedShapeStatistics
 
 FORMS: dict[str, tuple[str, ...]] = dict(
     zip(CONSTRAINT_FORMS, (("above", "below"), ("max-min",)), strict=True)
@@ -65,7 +68,7 @@ class SampleStatistic:
     label: torch.Tensor | None = None
 
 
-class GroupStatisticConstraint(GroupConstraint, abc.ABC):
+class GroupStatisticConstraint(FixedShapeStatistics, GroupConstraint, abc.ABC):
     """Base class of per-group statistic constraints; see the module docstring.
 
     Args:
@@ -116,6 +119,9 @@ class GroupStatisticConstraint(GroupConstraint, abc.ABC):
             raise ConfigError(f"frequency must have shape ({num_groups},), got {tuple(frequency.shape)}")
         self.frequency = frequency.to(device, torch.float32) if frequency is not None else None
         self.seen = torch.zeros(num_groups, dtype=torch.float64, device=device)  # exact counts
+        self.fixed_shapes = False  # all groups' rows every step, no host sync (module docstring)
+        self._all_groups = torch.arange(num_groups, device=device)
+        self._all_rows = torch.arange(len(labels) * num_groups, device=device)
 
     # -- what a subclass writes ---------------------------------------------------------
     @abc.abstractmethod
@@ -201,6 +207,8 @@ class GroupStatisticConstraint(GroupConstraint, abc.ABC):
         return violations.flatten(), (offsets + ids.unsqueeze(0)).flatten()
 
     def compute(self, batch: BatchOutputs) -> cooper.ConstraintState | None:
+        if self.fixed_shapes:
+            return self.compute_fixed(batch)
         stat = self.sample_statistic(batch)
         rows, groups = self.memberships(batch, stat)
         if groups.numel() == 0 and not is_distributed():  # under DDP every rank must join the reductions

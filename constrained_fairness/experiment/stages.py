@@ -18,7 +18,7 @@ from ..sparsity import MagnitudePruner, sparsity_schedule
 from ..training.batches import LoaderBatches, TensorBatches
 from ..training.evaluation import Evaluator, SplitSource
 from ..training.loggers import RunLogger
-from ..training.optimizers import build_cooper_optimizer, dense_optimizer, sparse_optimizer
+from ..training.optimizers import build_cooper_optimizer, dense_optimizer, fixed_shapes, sparse_optimizer
 from ..training.trainer import Trainer
 
 
@@ -84,6 +84,7 @@ class StageTrainers:
             net = DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
+        problem.use_fixed_shapes(fixed_shapes(self.cfg.guards.fixed_shapes, self.device, duals))
         return Trainer(
             name,
             model,
@@ -97,6 +98,8 @@ class StageTrainers:
             net=net,
             every_steps=self.cfg.checkpoint.every_steps,
             nonfinite=self.cfg.guards.nonfinite,
+            check_every=self.cfg.guards.check_every,
+            eval_every=self.cfg.evaluation.every_epochs,
             multiplier_warning=self.cfg.guards.multiplier_warning,
             loss_limit=self.loss_limit,
             **kwargs,

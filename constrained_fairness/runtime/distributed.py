@@ -43,10 +43,16 @@ def global_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor + (total - tensor.detach())
 
 
-def gather_cat(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenation over ranks, in rank order, of 1-D tensors of possibly different lengths."""
+def gather_cat(tensor: torch.Tensor, same_size: bool = False) -> torch.Tensor:
+    """Concatenation over ranks, in rank order, of 1-D tensors of possibly different lengths
+    (``same_size``: of one length on every rank, so no lengths are exchanged, and the host
+    reads nothing)."""
     if not is_distributed():
         return tensor
+    if same_size:
+        parts = [torch.empty_like(tensor) for _ in range(world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
     size = torch.tensor([tensor.numel()], device=tensor.device)
     sizes = [torch.zeros_like(size) for _ in range(world_size())]
     dist.all_gather(sizes, size)

@@ -13,7 +13,7 @@ from cooper.optim import AlternatingDualPrimalOptimizer, UnconstrainedOptimizer,
 from cooper.optim.optimizer import RollOut
 
 from ..config import DenseConfig, DualConfig, FinetuneConfig
-from ..config.choices import WEIGHT_DECAY_SCOPES
+from ..config.choices import FIXED_SHAPES, WEIGHT_DECAY_SCOPES
 from ..errors import ConfigError
 from ..problem import FairnessProblem
 from ..sparsity import prunable_layers
@@ -53,6 +53,26 @@ def build_dual_optimizer(params: Sequence[torch.nn.Parameter], cfg: DualConfig) 
             f"dual optimizer must be sgd or nupi, got {cfg.optimizer!r} (Adam cannot step sparse duals)"
         )
     return nuPI(params, lr=cfg.lr, Kp=cfg.nupi_kp, Ki=cfg.nupi_ki, ema_nu=cfg.nupi_ema, maximize=True)
+
+
+def fixed_shapes(mode: str, device: torch.device, duals: Sequence[DualConfig]) -> bool:
+    """Whether the constraints compute their statistics over all groups (``guards.fixed_shapes``).
+
+    ``on`` / ``off`` as given; ``auto``: on for an accelerator (not the CPU, where nothing
+    waits for a host read and the present groups' rows are fewer) when every dual optimizer
+    is plain SGD, the one for which a zero row is exactly no update (see
+    :mod:`..constraints.statistic`). ``on`` with a nuPI dual is refused: its proportional
+    term moves a multiplier on a zero error, so the rows of absent groups would change it.
+    """
+    if mode not in FIXED_SHAPES:
+        raise ConfigError(f"guards.fixed_shapes must be {', '.join(FIXED_SHAPES)}, got {mode!r}")
+    sgd_only = all(d.optimizer == "sgd" for d in duals)
+    if mode == "on" and not sgd_only:
+        raise ConfigError(
+            "guards.fixed_shapes: on needs plain SGD dual optimizers (a nuPI dual moves multipliers on "
+            "the zero rows of absent groups); set the dual optimizer to sgd, or fixed_shapes to auto"
+        )
+    return mode == "on" or (mode == "auto" and device.type != "cpu" and sgd_only)
 
 
 _NORM_LAYERS = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)

@@ -9,10 +9,19 @@
    ``skip`` restores the constraints' own state (replay buffers, counts) as it was before
    the batch, counts the batch and goes on;
 3. the pruning masks re-applied to the weights the step moved.
+
+With ``check_every = N > 1`` (policy ``stop`` only) the guard is deferred: each batch
+and-s its finiteness flags into one device tensor, and :meth:`TrainingStep.verify` reads it
+once per ``N`` steps (and wherever the caller needs a verified state: before a checkpoint,
+at the end of an epoch). So a steady-state step makes no host read for the guard. The
+state at the start of each window of ``N`` steps (model, optimizers, multipliers and the
+constraints' buffers) is kept on the device; a failed read restores it, then raises. The
+``skip`` policy must drop the very batch, so it keeps the check of every step.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +42,8 @@ class TrainingStep:
         problem: the loss and constraints; ``batch`` holds its ``compute_cmp_state`` arguments.
         optimizer: a Cooper optimizer over ``problem``.
         nonfinite: ``stop`` or ``skip`` (see the module docstring).
+        check_every: read the guard once per this many steps (``stop`` only; see the module
+            docstring); 1 reads it every step.
         pruner: optional; its masks are re-applied after each step.
         where: names the current position for messages, e.g. ``stage 'ceag', epoch 3, batch 7``.
         hint: the config change that turns on skipping, appended to the ``stop`` message.
@@ -45,6 +56,7 @@ class TrainingStep:
         optimizer: cooper.optim.CooperOptimizer,
         *,
         nonfinite: str = "stop",
+        check_every: int = 1,
         pruner: MagnitudePruner | None = None,
         where: Callable[[], str] = lambda: "training",
         hint: str = "set guards.nonfinite: skip",
@@ -58,10 +70,18 @@ class TrainingStep:
         self.nonfinite, self.pruner, self.where = nonfinite, pruner, where
         self.hint, self.advice, self.kept = hint, advice, kept
         self.skipped = 0  # batches dropped by the ``skip`` policy
+        if check_every < 1:
+            raise ConfigError(f"check_every must be >= 1, got {check_every}; 1 checks every step")
+        self.check_every = check_every if nonfinite == "stop" else 1
+        self.unchecked = 0  # steps since the last verified state
+        self._verified: dict[str, Any] | None = None  # that state (deferred checks)
+        problem.defer_checks(self.check_every > 1)
 
     def __call__(self, **batch: Any) -> cooper.optim.RollOut | None:
         # a batch may be skipped: its constraint statistics (replay buffers, counts) must not stay
         saved = self._constraint_states() if self.nonfinite == "skip" else None
+        if self.check_every > 1 and self.unchecked == 0:
+            self._verified = self._snapshot()
         try:
             rollout = self.optimizer.roll(compute_cmp_state_kwargs=batch)
         except NonFiniteBatch as exc:  # raised before any parameter or multiplier moved
@@ -69,7 +89,48 @@ class TrainingStep:
             return None
         if self.pruner is not None:
             self.pruner.apply()
+        if self.check_every > 1:
+            self.unchecked += 1
+            if self.unchecked >= self.check_every:
+                self.verify()
         return rollout
+
+    def verify(self) -> None:
+        """Read the deferred guard of the steps since the last read (nothing to do when the
+        guard is not deferred). If one of them was not finite, restore the state before
+        them and raise :class:`TrainingDiverged`."""
+        if self.check_every == 1 or self.unchecked == 0:
+            return
+        steps, self.unchecked = self.unchecked, 0
+        if self.problem.read_pending():
+            return
+        assert self._verified is not None
+        self._restore(self._verified)
+        raise TrainingDiverged(
+            f"non-finite loss, constraint violation or multipliers in one of the {steps} steps up to "
+            f"{self.where()} (the guard reads every guards.check_every={self.check_every} steps; the "
+            f"model, optimizers and multipliers are back at the state before them); {self.advice}, or "
+            f"{self.hint}{self.kept}"
+        ) from None
+
+    def _snapshot(self) -> dict[str, Any]:
+        """A copy, on the device, of what a step moves."""
+        scaler = getattr(self.optimizer, "scaler", None)
+        return copy.deepcopy(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "problem": self.problem.constraint_state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+            }
+        )
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.problem.load_constraint_state_dict(state["problem"])
+        if state["scaler"] is not None:
+            self.optimizer.scaler.load_state_dict(state["scaler"])
 
     def _constraint_states(self) -> dict[str, dict]:
         """Each constraint's own state (buffers, counts), copied."""

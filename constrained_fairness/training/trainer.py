@@ -63,6 +63,9 @@ class Trainer:
         every_steps: also checkpoint every this many steps inside an epoch (0: never).
         nonfinite: ``stop`` (raise :class:`TrainingDiverged` before the bad step) or ``skip``
             (drop the batch and count it) when a batch's loss or violation is not finite.
+        check_every: ``stop`` reads the guard once per this many steps, and at each epoch's
+            end and before each checkpoint (:class:`TrainingStep`).
+        eval_every: evaluate after every this many epochs, and after the last one.
         multiplier_warning: warn once per constraint when a multiplier exceeds this.
         loss_limit: an epoch's mean training loss above this stops the stage as diverged
             (:class:`TrainingDiverged`, before the epoch is checkpointed).
@@ -87,6 +90,8 @@ class Trainer:
         net: torch.nn.Module | None = None,
         every_steps: int = 0,
         nonfinite: str = "stop",
+        check_every: int = 1,
+        eval_every: int = 1,
         multiplier_warning: float = math.inf,
         loss_limit: float = math.inf,
         select_on: str = "val",
@@ -98,6 +103,7 @@ class Trainer:
             problem,
             optimizer,
             nonfinite=nonfinite,
+            check_every=check_every,
             pruner=pruner,
             where=lambda: f"stage {self.name!r}, epoch {self.epoch}, batch {self.batch}",
         )
@@ -110,6 +116,7 @@ class Trainer:
         self.log_every = log_every
         self.progress = progress
         self.every_steps = every_steps
+        self.eval_every = eval_every
         self.multiplier_warning = multiplier_warning
         self.loss_limit = loss_limit
         self.select_on = select_on
@@ -117,7 +124,7 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.batch = 0  # batches of the current epoch already trained (a mid-epoch checkpoint)
-        self.partial_loss = torch.zeros((), dtype=torch.float64)  # Σ loss·rows of those batches
+        self.partial_loss = self._zero_loss()  # Σ loss·rows of those batches, on the device
         self.partial_rows = 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
@@ -130,6 +137,12 @@ class Trainer:
     nonfinite = _StepPart()
     pruner = _StepPart()
     skipped = _StepPart()  # batches dropped by the ``skip`` policy
+
+    def _zero_loss(self) -> torch.Tensor:
+        """The running loss sum's 0: float64 on the training device (float32 on Apple MPS,
+        which has no float64), so that adding a batch's loss reads nothing to the host."""
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        return torch.zeros((), dtype=dtype, device=self.device)
 
     @property
     def primal_optimizer(self) -> torch.optim.Optimizer:
@@ -153,14 +166,16 @@ class Trainer:
             if rollout is None:  # a non-finite batch, skipped
                 continue
             self.step += 1
-            self.partial_loss += rollout.loss.detach().double().cpu() * len(targets)
+            self.partial_loss += rollout.loss.detach().to(self.partial_loss.dtype) * len(targets)
             self.partial_rows += len(targets)
             if self.logger is not None and self.log_every and self.step % self.log_every == 0:
                 self.logger.log_scalars({f"{self.name}/step": self._step_scalars(rollout)}, self.step)
             if self.checkpointer is not None and self.every_steps and self.step % self.every_steps == 0:
+                self.training_step.verify()
                 self._save_checkpoint(self.batch)
-        loss = float(self.partial_loss / max(self.partial_rows, 1))
-        self.batch, self.partial_loss, self.partial_rows = 0, torch.zeros((), dtype=torch.float64), 0
+        self.training_step.verify()
+        loss = (self.partial_loss / max(self.partial_rows, 1)).item()  # the epoch's one host read
+        self.batch, self.partial_loss, self.partial_rows = 0, self._zero_loss(), 0
         return loss
 
     def _save_checkpoint(self, batch: int) -> None:
@@ -190,8 +205,9 @@ class Trainer:
         return scalars
 
     def run(self, until: int, checkpointer: Checkpointer | None = None) -> None:
-        """Train until ``self.epoch == until``; evaluate, log and checkpoint after each epoch
-        (and every ``every_steps`` steps)."""
+        """Train until ``self.epoch == until``; log and checkpoint after each epoch (and every
+        ``every_steps`` steps), evaluate after every ``eval_every``-th epoch and the last (an
+        epoch without evaluation has ``"splits": {}`` in its history record)."""
         self.checkpointer = checkpointer
         if self.logger is not None:
             self.logger.begin_stage(self.name, self.step)
@@ -219,7 +235,8 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.step()
             self._warn_large_multipliers()
-            evaluation = self.evaluate(self.model)
+            evaluated = (self.epoch + 1) % self.eval_every == 0 or self.epoch + 1 == until
+            evaluation = self.evaluate(self.model) if evaluated else {}
             record = self._record(lr, train_loss, evaluation)
             self.history.append(record)
             if self.logger is not None:
@@ -229,9 +246,8 @@ class Trainer:
             if checkpointer is not None:
                 self._save_checkpoint(0)
             bar.update(1)
-            bar.set_postfix(
-                acc=f"{evaluation['val'].stats.overall_accuracy:.4f}" if "val" in evaluation else ""
-            )
+            if "val" in evaluation:
+                bar.set_postfix(acc=f"{evaluation['val'].stats.overall_accuracy:.4f}")
         bar.close()
         if checkpointer is not None:
             checkpointer.finalize()
@@ -283,7 +299,7 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "scaler": self.optimizer.scaler.state_dict() if hasattr(self.optimizer, "scaler") else None,
             "batch": self.batch,
-            "partial_loss": self.partial_loss.clone(),
+            "partial_loss": self.partial_loss.detach().cpu().double(),
             "partial_rows": self.partial_rows,
             "skipped": self.skipped,
         }
@@ -305,7 +321,7 @@ class Trainer:
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.batch = int(state.get("batch", 0))
-        self.partial_loss = state.get("partial_loss", torch.zeros((), dtype=torch.float64)).double()
+        self.partial_loss = self._zero_loss() + state.get("partial_loss", 0.0)
         self.partial_rows = int(state.get("partial_rows", 0))
         if primal_only:
             self.primal_optimizer.load_state_dict(state["optimizer"]["primal_optimizer_states"][0])
