@@ -48,7 +48,7 @@ from ..groups import GroupIndex, Grouping
 from ..models import ModelFactory, model_factory
 from ..registry import METHODS
 from ..reporting.results import DenseSplit, MethodResult, RunResults
-from ..runtime.device import resolve_device
+from ..runtime.device import place_model, resolve_device
 from ..runtime.distributed import broadcast_object, init_from_environment, rank, world_size
 from ..runtime.precision import autocast_dtype
 from ..sparsity import branch_epoch
@@ -181,10 +181,8 @@ class Experiment:
     def _new_model(self) -> torch.nn.Module:
         model = self.model_factory(
             self.cfg.model, num_classes=self.data.num_classes, input_shape=self.input_shape()
-        ).to(self.device)
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        return model
+        )
+        return place_model(model, self.device, self.channels_last, self.cfg.model.compile)
 
     # -- stages ------------------------------------------------------------------------
     def dense_model(self) -> torch.nn.Module:

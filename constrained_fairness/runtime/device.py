@@ -25,3 +25,17 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {str(device)!r} is not available on this machine; use device: cpu or auto")
     return device
+
+
+def place_model(
+    model: torch.nn.Module, device: torch.device, channels_last: bool = False, compile: bool = False
+) -> torch.nn.Module:
+    """``model`` on ``device``, in NHWC memory format with ``channels_last``, and compiled
+    with ``compile`` (``torch.nn.Module.compile``: in place, so the ``state_dict`` keys, hence
+    the checkpoints, stay as they are; the first forward pass of each mode compiles)."""
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model.compile()
+    return model
