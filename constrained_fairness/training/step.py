@@ -22,11 +22,13 @@ constraints' buffers) is kept on the device; a failed read restores it, then rai
 from __future__ import annotations
 
 import copy
+import enum
 from collections.abc import Callable
 from typing import Any
 
 import cooper
 import torch
+from torch.utils import _pytree as pytree
 
 from ..config.choices import NONFINITE_POLICIES
 from ..errors import ConfigError, TrainingDiverged
@@ -75,6 +77,7 @@ class TrainingStep:
         self.check_every = check_every if nonfinite == "stop" else 1
         self.unchecked = 0  # steps since the last verified state
         self._verified: dict[str, Any] | None = None  # that state (deferred checks)
+        self._copies: list[torch.Tensor] | None = None  # its tensors, allocated once
         problem.defer_checks(self.check_every > 1)
 
     def __call__(self, **batch: Any) -> cooper.optim.RollOut | None:
@@ -107,23 +110,38 @@ class TrainingStep:
         assert self._verified is not None
         self._restore(self._verified)
         raise TrainingDiverged(
-            f"non-finite loss, constraint violation or multipliers in one of the {steps} steps up to "
-            f"{self.where()} (the guard reads every guards.check_every={self.check_every} steps; the "
-            f"model, optimizers and multipliers are back at the state before them); {self.advice}, or "
-            f"{self.hint}{self.kept}"
+            f"non-finite loss, constraint violation or multipliers in {self.where()} or one of the "
+            f"{steps - 1} steps before it (the guard reads every guards.check_every={self.check_every} "
+            f"steps; the model, optimizers and multipliers are back at the state before them); "
+            f"{self.advice}, or {self.hint}{self.kept}"
         ) from None
 
     def _snapshot(self) -> dict[str, Any]:
-        """A copy, on the device, of what a step moves."""
+        """A copy, on the device, of what a step moves: the tensors go into copies made once
+        and refreshed with one ``_foreach_copy_`` (a few kernel launches, where a ``deepcopy``
+        of the state costs the host milliseconds); other values are immutable or copied."""
         scaler = getattr(self.optimizer, "scaler", None)
-        return copy.deepcopy(
-            {
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "problem": self.problem.constraint_state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-            }
-        )
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "problem": self.problem.constraint_state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+        }
+        leaves, spec = pytree.tree_flatten(state)
+        tensors = [leaf.detach() for leaf in leaves if isinstance(leaf, torch.Tensor)]
+        copies = self._copies
+        if copies is None or [(c.shape, c.dtype, c.device) for c in copies] != [
+            (t.shape, t.dtype, t.device) for t in tensors
+        ]:
+            copies = self._copies = [t.clone() for t in tensors]
+        elif tensors:
+            torch._foreach_copy_(copies, tensors)
+        it = iter(copies)
+        leaves = [
+            next(it) if isinstance(leaf, torch.Tensor) else leaf if _immutable(leaf) else copy.deepcopy(leaf)
+            for leaf in leaves
+        ]
+        return pytree.tree_unflatten(leaves, spec)
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -154,3 +172,7 @@ class TrainingStep:
         raise TrainingDiverged(
             f"non-finite {what} in {self.where()}; {self.advice}{hint}{self.kept}"
         ) from None
+
+
+def _immutable(value: object) -> bool:
+    return value is None or isinstance(value, int | float | complex | str | bytes | bool | enum.Enum)
