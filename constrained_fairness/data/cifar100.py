@@ -29,7 +29,7 @@ from constrained_fairness.data.images import (
     resolve_data_root,
 )
 from constrained_fairness.data.splits import split_indices
-from constrained_fairness.data.transforms import dataset_transforms
+from constrained_fairness.data.transforms import BatchTransform, batch_pipeline, dataset_transforms
 from constrained_fairness.errors import DataError
 
 __all__ = ["load_cifar100", "read_cifar_pickle"]
@@ -190,15 +190,21 @@ def load_cifar100(
     train, val, _ = split_indices(len(train_labels), seed=seed, val_fraction=val_fraction)
     train_transform = dataset_transforms("cifar100", image_size, True, transforms)
     eval_transform = dataset_transforms("cifar100", image_size, False, transforms)
+    train_pipeline = batch_pipeline("cifar100", image_size, True, transforms)
+    eval_pipeline = batch_pipeline("cifar100", image_size, False, transforms)
 
-    def subset(images: np.ndarray, labels: np.ndarray, transform: object) -> LabeledImages:
-        return LabeledImages(np.ascontiguousarray(images), labels, labels[:, None], transform)
+    def subset(
+        images: np.ndarray, labels: np.ndarray, transform: object, pipeline: BatchTransform
+    ) -> LabeledImages:
+        return LabeledImages(
+            np.ascontiguousarray(images), labels, labels[:, None], transform, pipeline=pipeline, root=folder
+        )
 
     return ImageData(
-        train=subset(train_images[train], train_labels[train], train_transform),
-        train_eval=subset(train_images[train], train_labels[train], eval_transform),
-        val=subset(train_images[val], train_labels[val], eval_transform),
-        test=subset(test_images, test_labels, eval_transform),
+        train=subset(train_images[train], train_labels[train], train_transform, train_pipeline),
+        train_eval=subset(train_images[train], train_labels[train], eval_transform, eval_pipeline),
+        val=subset(train_images[val], train_labels[val], eval_transform, eval_pipeline),
+        test=subset(test_images, test_labels, eval_transform, eval_pipeline),
         class_names=names,
         attribute_names=["class"],
         attribute_values=[list(names)],

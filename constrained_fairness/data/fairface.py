@@ -26,7 +26,7 @@ from constrained_fairness.data.images import (
     resolve_data_root,
 )
 from constrained_fairness.data.splits import split_indices
-from constrained_fairness.data.transforms import dataset_transforms
+from constrained_fairness.data.transforms import BatchTransform, batch_pipeline, dataset_transforms
 from constrained_fairness.errors import DataError
 
 __all__ = ["FAIRFACE_GENDERS", "FAIRFACE_RACES", "load_fairface"]
@@ -168,17 +168,26 @@ def load_fairface(
     train, val, _ = split_indices(len(train_paths), seed=seed, val_fraction=val_fraction)
     train_transform = dataset_transforms("fairface", image_size, True, transforms)
     eval_transform = dataset_transforms("fairface", image_size, False, transforms)
+    train_pipeline = batch_pipeline("fairface", image_size, True, transforms)
+    eval_pipeline = batch_pipeline("fairface", image_size, False, transforms)
 
-    def subset(rows: np.ndarray, transform: object) -> LabeledImages:
+    def subset(rows: np.ndarray, transform: object, pipeline: BatchTransform) -> LabeledImages:
         return LabeledImages(
-            [train_paths[i] for i in rows], train_targets[rows], train_attributes[rows], transform
+            [train_paths[i] for i in rows],
+            train_targets[rows],
+            train_attributes[rows],
+            transform,
+            pipeline=pipeline,
+            root=folder,
         )
 
     return ImageData(
-        train=subset(train, train_transform),
-        train_eval=subset(train, eval_transform),
-        val=subset(val, eval_transform),
-        test=LabeledImages(test_paths, test_targets, test_attributes, eval_transform),
+        train=subset(train, train_transform, train_pipeline),
+        train_eval=subset(train, eval_transform, eval_pipeline),
+        val=subset(val, eval_transform, eval_pipeline),
+        test=LabeledImages(
+            test_paths, test_targets, test_attributes, eval_transform, pipeline=eval_pipeline, root=folder
+        ),
         class_names=list(_VALUES[target]),
         attribute_names=list(protected_names),
         attribute_values=[list(_VALUES[name]) for name in protected_names],

@@ -27,7 +27,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from PIL import Image, UnidentifiedImageError
 
 from constrained_fairness.data.splits import SPLITS
 from constrained_fairness.errors import DataError
+
+if TYPE_CHECKING:
+    from constrained_fairness.data.transforms import BatchTransform
 
 __all__ = [
     "DATA_ROOT_ENV",
@@ -175,10 +178,14 @@ class LabeledImages(torch.utils.data.Dataset):
         attributes: protected attribute codes, shape ``(N, A)``.
         transform: callable applied to the uint8 tensor ``(3, H, W)`` of an item, e.g.
             :func:`image_transforms`. ``None`` returns the raw uint8 tensor.
+        pipeline: ``transform`` as a :class:`~constrained_fairness.data.transforms.BatchTransform` (set by
+            the loaders), which the image cache (:mod:`.cache`) runs on whole batches; ``None``: unknown.
+        root: the data folder the images come from; the image cache's files go to ``root/.cfair_cache``
+            by default.
 
     Attributes:
         targets: int64 tensor ``(N,)``; attributes: int64 tensor ``(N, A)``; paths: the list of ``Path``
-            (``None`` for in-memory images); transform: the transform.
+            (``None`` for in-memory images); transform, pipeline, root: as given.
     """
 
     def __init__(
@@ -187,6 +194,9 @@ class LabeledImages(torch.utils.data.Dataset):
         targets: Sequence[int] | np.ndarray | torch.Tensor,
         attributes: Sequence[Sequence[int]] | np.ndarray | torch.Tensor,
         transform: Any = None,
+        *,
+        pipeline: BatchTransform | None = None,
+        root: PathLike | None = None,
     ) -> None:
         if isinstance(images, np.ndarray):
             if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3:
@@ -211,6 +221,8 @@ class LabeledImages(torch.utils.data.Dataset):
                 f"{tuple(self.targets.shape)} and {tuple(self.attributes.shape)}"
             )
         self.transform = transform
+        self.pipeline = pipeline
+        self.root = None if root is None else Path(root)
 
     def __len__(self) -> int:
         """Number of images."""

@@ -27,7 +27,7 @@ from constrained_fairness.data.images import (
     resolve_data_root,
 )
 from constrained_fairness.data.splits import reference_split_indices, split_indices
-from constrained_fairness.data.transforms import dataset_transforms
+from constrained_fairness.data.transforms import BatchTransform, batch_pipeline, dataset_transforms
 from constrained_fairness.errors import DataError
 
 __all__ = ["UTKFACE_GENDERS", "UTKFACE_RACES", "load_utkface", "parse_utkface_name"]
@@ -163,15 +163,24 @@ def load_utkface(
         )
     train_transform = dataset_transforms("utkface", image_size, True, transforms)
     eval_transform = dataset_transforms("utkface", image_size, False, transforms)
+    train_pipeline = batch_pipeline("utkface", image_size, True, transforms)
+    eval_pipeline = batch_pipeline("utkface", image_size, False, transforms)
 
-    def subset(rows: np.ndarray, transform: object) -> LabeledImages:
-        return LabeledImages([paths[i] for i in rows], targets[rows], attributes[rows], transform)
+    def subset(rows: np.ndarray, transform: object, pipeline: BatchTransform) -> LabeledImages:
+        return LabeledImages(
+            [paths[i] for i in rows],
+            targets[rows],
+            attributes[rows],
+            transform,
+            pipeline=pipeline,
+            root=folder,
+        )
 
     return ImageData(
-        train=subset(train, train_transform),
-        train_eval=subset(train, eval_transform),
-        val=subset(val, eval_transform),
-        test=subset(test, eval_transform),
+        train=subset(train, train_transform, train_pipeline),
+        train_eval=subset(train, eval_transform, eval_pipeline),
+        val=subset(val, eval_transform, eval_pipeline),
+        test=subset(test, eval_transform, eval_pipeline),
         class_names=list(values[target]),
         attribute_names=list(protected_names),
         attribute_values=[list(values[name]) for name in protected_names],

@@ -39,6 +39,7 @@ from ..config import ExperimentConfig, dump_config
 from ..constraints import GroupConstraint, GroupStatisticConstraint
 from ..constraints.registry import BuildContext, build_constraint, check_constraint_spec
 from ..data import TabularData
+from ..data.cache import with_image_cache
 from ..data.images import ImageData, dataset_labels
 from ..data.registry import load_data
 from ..data.splits import SPLITS
@@ -102,7 +103,7 @@ class Experiment:
         torch.manual_seed(cfg.seed)
         self.device = init_from_environment(cfg.device) or resolve_device(cfg.device)
         self.rank, self.world = rank(), world_size()
-        self.data = load_data(cfg, data)
+        self.data = with_image_cache(load_data(cfg, data), cfg.data, self.device, progress or None)
         # small data, smaller batches: at least min_steps_per_epoch steps (experiment/budget.py)
         cfg = self.cfg = with_scaled_batches(cfg, len(self.data.train), self.world)
         check_batch_sizes(cfg, self.world)

@@ -15,7 +15,7 @@ from ..constraints import GroupConstraint
 from ..problem import FairnessProblem
 from ..runtime.precision import grad_scaler
 from ..sparsity import MagnitudePruner, sparsity_schedule
-from ..training.batches import LoaderBatches, TensorBatches
+from ..training.batches import CachedBatches, LoaderBatches, TensorBatches
 from ..training.evaluation import Evaluator, SplitSource
 from ..training.loggers import RunLogger
 from ..training.optimizers import build_cooper_optimizer, dense_optimizer, fixed_shapes, sparse_optimizer
@@ -45,11 +45,26 @@ class StageTrainers:
     logger: RunLogger | None = None
     progress: bool = False
 
-    def batches(self, batch_size: int) -> TensorBatches | LoaderBatches:
-        """The training batches, shuffled by the run's seed, this rank's share under DDP."""
+    def batches(self, batch_size: int) -> TensorBatches | LoaderBatches | CachedBatches:
+        """The training batches, shuffled by the run's seed, this rank's share under DDP; from the
+        image cache when ``train_set`` is one or ``data.cache`` is not ``none`` (see data/cache.py)."""
+        from ..data.cache import CachedImages, cached_source
+
         if isinstance(self.train, tuple):
             return TensorBatches(*self.train, batch_size, True, self.cfg.seed, self.rank, self.world)
         d = self.cfg.data
+        if isinstance(self.train_set, CachedImages) or d.cache != "none":
+            source = self.train_set
+            if not isinstance(source, CachedImages):
+                source = cached_source(
+                    source,  # type: ignore[arg-type]
+                    d.cache,
+                    self.device,
+                    cache_dir=d.cache_dir,
+                    progress=self.progress,
+                    pin_memory=d.pin_memory,
+                )
+            return CachedBatches(source, batch_size, True, self.cfg.seed, self.rank, self.world)
         return LoaderBatches(
             self.train_set,
             batch_size,

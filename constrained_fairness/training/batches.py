@@ -1,4 +1,4 @@
-"""Seeded mini-batches over in-memory tensors.
+"""Seeded mini-batches over in-memory tensors, a dataset (``DataLoader``) or an image cache.
 
 The order of epoch ``e`` is a permutation drawn from a generator seeded with
 ``(seed, e)``, so it does not depend on anything that happened before: a run resumed at
@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import torch
 
+from ..data.cache import CachedImages
+from ..data.transforms import augmentation_generator, draw_augmentation
 from ..errors import DataError
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -73,6 +75,37 @@ class TensorBatches:
             yield self.inputs[idx], self.targets[idx], self.attributes[idx]
 
 
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> tuple[torch.Tensor, torch.Generator]:
+    """The order of epoch ``epoch`` over ``n`` items, ``randperm(n)`` from a CPU generator seeded with
+    ``seed * 1_000_003 + epoch`` (``arange(n)`` without shuffling), and that generator (the
+    ``DataLoader`` of :class:`LoaderBatches` draws its worker seeds from it next)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    return order, generator
+
+
+def loader_drop_last(n: int, batch_size: int, world: int) -> bool:
+    """Whether an epoch of ``n`` images drops its last, incomplete batch: when the split holds more
+    than one batch, and always under DDP (``world > 1``), where it must hold one global batch."""
+    if world > 1 and n < batch_size:
+        raise DataError(
+            f"the training split has {n} images, fewer than one global batch of {batch_size}; "
+            "lower the batch size"
+        )
+    return n > batch_size or world > 1
+
+
+def global_batches(
+    order: torch.Tensor, batch_size: int, drop_last: bool, skip: int = 0
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(k, order[k B : (k + 1) B])`` for the batches ``k >= skip`` of an epoch; with ``drop_last`` the
+    last ``n mod B`` items are left out."""
+    n = len(order)
+    stop = n - n % batch_size if drop_last else n
+    for start in range(skip * batch_size, stop, batch_size):
+        yield start // batch_size, order[start : start + batch_size]
+
+
 class LoaderBatches:
     """Mini-batches ``(inputs, targets, attributes)`` of a map-style dataset through a
     ``DataLoader``; epoch ``e`` is shuffled by a generator seeded with ``(seed, e)``.
@@ -104,13 +137,7 @@ class LoaderBatches:
 
     @property
     def drop_last(self) -> bool:
-        n = len(self.dataset)  # type: ignore[arg-type]
-        if self.world > 1 and n < self.batch_size:
-            raise DataError(
-                f"the training split has {n} images, fewer than one global batch of {self.batch_size}; "
-                "lower the batch size"
-            )
-        return n > self.batch_size or self.world > 1
+        return loader_drop_last(len(self.dataset), self.batch_size, self.world)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         n = len(self.dataset)  # type: ignore[arg-type]
@@ -119,13 +146,11 @@ class LoaderBatches:
     def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
         """The batches of ``epoch`` in its seeded order, without the first ``skip`` (a resume;
         the order is exact, augmentation draws in worker processes are not replayed)."""
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         n = len(self.dataset)  # type: ignore[arg-type]
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        stop = n - n % self.batch_size if self.drop_last else n
+        order, generator = epoch_order(n, self.seed, epoch, self.shuffle)
         batches = [
-            shard(order[s : s + self.batch_size], self.rank, self.world).tolist()
-            for s in range(skip * self.batch_size, stop, self.batch_size)
+            shard(idx, self.rank, self.world).tolist()
+            for _, idx in global_batches(order, self.batch_size, self.drop_last, skip)
         ]
         loader = torch.utils.data.DataLoader(
             self.dataset,
@@ -135,3 +160,58 @@ class LoaderBatches:
             generator=generator,
         )
         yield from loader
+
+
+class CachedBatches:
+    """The batches of :class:`LoaderBatches` (same order, same dropped last batch, same DDP shares)
+    gathered from an image cache (:class:`~constrained_fairness.data.cache.CachedImages`) and
+    transformed on its device, without a ``DataLoader``.
+
+    Random crops and flips of batch ``k`` of epoch ``e`` are drawn for the whole global batch from a
+    CPU generator seeded with ``(seed, e, k)``
+    (:func:`~constrained_fairness.data.transforms.augmentation_generator`), then sharded like the
+    indices: a resumed epoch (``skip``) replays them exactly, and they do not depend on the number of
+    ranks. They follow torchvision's distribution, not its draws, so the augmented batches differ
+    from those of :class:`LoaderBatches`; deterministic pipelines give the same bits on the CPU.
+    """
+
+    def __init__(
+        self,
+        source: CachedImages,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        self.source = source
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank, self.world = rank, world
+
+    @property
+    def drop_last(self) -> bool:
+        return loader_drop_last(len(self.source), self.batch_size, self.world)
+
+    def __len__(self) -> int:
+        n = len(self.source)
+        return n // self.batch_size if self.drop_last else 1
+
+    def epoch(self, epoch: int, skip: int = 0) -> Iterator[Batch]:
+        """``(inputs float32 on the cache's device, targets, attributes)`` of the batches of ``epoch``
+        in its seeded order, without the first ``skip`` (a resume, exact including augmentation)."""
+        order, _ = epoch_order(len(self.source), self.seed, epoch, self.shuffle)
+        pipeline = self.source.pipeline
+        for k, idx in global_batches(order, self.batch_size, self.drop_last, skip):
+            mine = shard(idx, self.rank, self.world)
+            augmentation = None
+            if pipeline.random:
+                generator = augmentation_generator(self.seed, epoch, k)
+                drawn = draw_augmentation(pipeline, len(idx), generator)
+                augmentation = None if drawn is None else drawn.shard(self.rank, self.world)
+            yield (
+                self.source.batch(mine, augmentation),
+                self.source.targets[mine],
+                self.source.attributes[mine],
+            )

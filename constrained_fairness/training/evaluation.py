@@ -9,16 +9,23 @@ import torch
 import torch.nn.functional as F
 
 from ..constraints.base import BatchOutputs
+from ..data.cache import CachedImages
 from ..groups import Grouping
 from ..metrics import GroupStats, excess_accuracy_gap, max_over_present
 from ..runtime.precision import autocast
 
 SplitTensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # inputs, targets, attribute codes
-SplitSource = SplitTensors | torch.utils.data.Dataset  # in-memory tensors, or a dataset of such triples
+# in-memory tensors, or a dataset of such triples (an image cache, CachedImages, is one)
+SplitSource = SplitTensors | torch.utils.data.Dataset
 
 
 def iterate_split(source: SplitSource, batch_size: int, num_workers: int = 0) -> Iterator[SplitTensors]:
-    """Batches of a split in order (never dropping a row)."""
+    """Batches of a split in order (never dropping a row). An image cache
+    (:class:`~constrained_fairness.data.cache.CachedImages`) yields its inputs on its device, transformed
+    there by its (deterministic) pipeline, without a ``DataLoader``."""
+    if isinstance(source, CachedImages):
+        yield from source.batches_in_order(batch_size)
+        return
     if isinstance(source, tuple):
         inputs, targets, attributes = source
         for start in range(0, len(targets), batch_size):

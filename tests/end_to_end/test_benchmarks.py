@@ -76,3 +76,14 @@ def test_field_test_benchmark_runs(capsys):
     assert "(n=" in row["nft train max EAG"] and "g300" in row["nft train max EAG (n≥30)"]
     assert any("replay buffer" in w for w in row["warnings"])
     assert "== synthetic" in capsys.readouterr().out
+
+
+def test_gpu_throughput_benchmark_runs(capsys):
+    result = _load("gpu_throughput").main(["--quick", "--steps", "2", "--settings", "cifar100", "utkface"])
+    for path in ("none", "memory", "device"):
+        row = result[("utkface", path)]
+        assert row["nft_ips"] > 0 and row["ceag_ips"] > 0 and row["data_ips"] > 0 and row["table_h"] > 0
+        # the step's own host reads: the deferred guard (every 100 steps) and the epoch's loss read
+        assert row["ceag_syncs"] <= 1.0 and row["nft_syncs"] <= 1.0
+    out = capsys.readouterr().out
+    assert "gpu_throughput on CPU" in out and "table GPU-h = 3 seeds x 4 sparsities" in out
