@@ -56,7 +56,8 @@ def _site() -> str:
     while frame is not None:
         name = frame.f_code.co_filename
         if ("constrained_fairness" in name or "/cooper/" in name) and not name.endswith("syncs.py"):
-            short = name.split("site-packages/")[-1].split("/work/main/")[-1]
+            package = name.rfind("constrained_fairness/")
+            short = name[package:] if package >= 0 else name.split("site-packages/")[-1]
             return f"{short}:{frame.f_lineno} ({frame.f_code.co_name})"
         frame = frame.f_back
     return "outside the library"
