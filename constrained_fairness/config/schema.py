@@ -223,8 +223,8 @@ class GuardsConfig:
     # policy stop: read the finiteness of loss, violations and multipliers every N steps (one host
     # sync per N steps instead of one per step); a failed check restores the state of the last
     # passed check and stops. Policy skip checks every step (it must drop the very batch). 100: the
-    # window's snapshot costs the host ~2 ms (state_dict of ~500 tensors, one _foreach_copy_; measured
-    # on CPU for ResNet-56, MobileNetV2, ResNet-34), i.e. ~0.02 ms a step, under 1 % of any paper step
+    # window's snapshot costs the host 1.4-1.9 ms (the state_dicts, then one _foreach_copy_; measured on
+    # CPU for ResNet-56, MobileNetV2, ResNet-34: README, "GPU throughput"), ~0.02 ms a step
     check_every: int = 100
     fixed_shapes: str = "auto"  # auto | on | off (see config/choices.py FIXED_SHAPES)
 

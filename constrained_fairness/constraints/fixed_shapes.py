@@ -49,7 +49,7 @@ class FixedShapeStatistics:
         proxy = self.proxy_violations(
             torch.where(present, means, self._absent(means)), overall, self._all_groups
         )
-        proxy = torch.where(present, proxy, torch.zeros((), dtype=proxy.dtype, device=proxy.device)).flatten()
+        proxy = _zeroed(present, proxy).flatten()
         if is_distributed():
             proxy = proxy * world_size()
 
@@ -60,13 +60,7 @@ class FixedShapeStatistics:
             strict = self.strict_violations(
                 torch.where(present, means, self._absent(means)), overall, self._all_groups
             )
-            strict = torch.where(present, strict, torch.zeros((), dtype=strict.dtype, device=strict.device))
-            return cooper.ConstraintState(
-                violation=proxy,
-                constraint_features=self._all_rows,
-                strict_violation=strict.flatten().detach(),
-                strict_constraint_features=self._all_rows,
-            )
+            return self._state(proxy, _zeroed(present, strict))
         if weight is not None:  # masked-out samples go to the dropped id G
             groups = torch.where(weight > 0, groups, self.num_groups)
         strict_values = gather_cat(strict_values, same_size=True)
@@ -80,7 +74,7 @@ class FixedShapeStatistics:
         full = self.buffer.is_full
         estimates = self.buffer.values.sum(dim=1) / self.buffer.size
         weights = self.frequency if self.frequency is not None else self.seen.float()
-        weights = torch.where(full, weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
+        weights = _zeroed(full, weights)
         part_weights = torch.zeros(self.num_partitions, device=weights.device).index_add_(
             0, self.partition, weights
         )
@@ -89,11 +83,16 @@ class FixedShapeStatistics:
         strict = self.strict_violations(
             torch.where(full, estimates, self._absent(estimates)), overall, self._all_groups
         )
-        strict = torch.where(full, strict, torch.zeros((), dtype=strict.dtype, device=strict.device))
+        return self._state(proxy, _zeroed(full, strict))
+
+    def _state(
+        self: GroupStatisticConstraint, proxy: torch.Tensor, strict: torch.Tensor
+    ) -> cooper.ConstraintState:
+        """All rows, every step: the proxy for the primal, the strict violations for the dual."""
         return cooper.ConstraintState(
             violation=proxy,
             constraint_features=self._all_rows,
-            strict_violation=strict.flatten(),
+            strict_violation=strict.flatten().detach(),
             strict_constraint_features=self._all_rows,
         )
 
@@ -124,3 +123,8 @@ class FixedShapeStatistics:
         part_sums = torch.zeros_like(part_counts).index_add_(0, self.partition, sums)
         overall = (part_sums / part_counts.clamp(min=1)).index_select(0, self.partition)
         return counts > 0, sums / counts.clamp(min=1), overall
+
+
+def _zeroed(keep: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``values`` where ``keep`` (broadcast over leading rows), else 0, with no gradient there."""
+    return torch.where(keep, values, torch.zeros((), dtype=values.dtype, device=values.device))

@@ -25,11 +25,11 @@ from constrained_fairness.data.images import (
     ImageData,
     LabeledImages,
     PathLike,
+    dataset_split,
     decode_cifar_rows,
     resolve_data_root,
 )
 from constrained_fairness.data.splits import split_indices
-from constrained_fairness.data.transforms import BatchTransform, batch_pipeline, dataset_transforms
 from constrained_fairness.errors import DataError
 
 __all__ = ["load_cifar100", "read_cifar_pickle"]
@@ -188,23 +188,18 @@ def load_cifar100(
     train_images, train_labels = _read_split(folder / "train", len(names))
     test_images, test_labels = _read_split(folder / "test", len(names))
     train, val, _ = split_indices(len(train_labels), seed=seed, val_fraction=val_fraction)
-    train_transform = dataset_transforms("cifar100", image_size, True, transforms)
-    eval_transform = dataset_transforms("cifar100", image_size, False, transforms)
-    train_pipeline = batch_pipeline("cifar100", image_size, True, transforms)
-    eval_pipeline = batch_pipeline("cifar100", image_size, False, transforms)
 
-    def subset(
-        images: np.ndarray, labels: np.ndarray, transform: object, pipeline: BatchTransform
-    ) -> LabeledImages:
-        return LabeledImages(
-            np.ascontiguousarray(images), labels, labels[:, None], transform, pipeline=pipeline, root=folder
+    def subset(images: np.ndarray, labels: np.ndarray, augment: bool) -> LabeledImages:
+        images = np.ascontiguousarray(images)
+        return dataset_split(
+            "cifar100", image_size, transforms, augment, images, labels, labels[:, None], folder
         )
 
     return ImageData(
-        train=subset(train_images[train], train_labels[train], train_transform, train_pipeline),
-        train_eval=subset(train_images[train], train_labels[train], eval_transform, eval_pipeline),
-        val=subset(train_images[val], train_labels[val], eval_transform, eval_pipeline),
-        test=subset(test_images, test_labels, eval_transform, eval_pipeline),
+        train=subset(train_images[train], train_labels[train], True),
+        train_eval=subset(train_images[train], train_labels[train], False),
+        val=subset(train_images[val], train_labels[val], False),
+        test=subset(test_images, test_labels, False),
         class_names=names,
         attribute_names=["class"],
         attribute_values=[list(names)],

@@ -23,10 +23,10 @@ from constrained_fairness.data.images import (
     LabeledImages,
     PathLike,
     check_names,
+    dataset_split,
     resolve_data_root,
 )
 from constrained_fairness.data.splits import split_indices
-from constrained_fairness.data.transforms import BatchTransform, batch_pipeline, dataset_transforms
 from constrained_fairness.errors import DataError
 
 __all__ = ["FAIRFACE_GENDERS", "FAIRFACE_RACES", "load_fairface"]
@@ -166,27 +166,26 @@ def load_fairface(
         parts.append((paths, targets, attributes))
     (train_paths, train_targets, train_attributes), (test_paths, test_targets, test_attributes) = parts
     train, val, _ = split_indices(len(train_paths), seed=seed, val_fraction=val_fraction)
-    train_transform = dataset_transforms("fairface", image_size, True, transforms)
-    eval_transform = dataset_transforms("fairface", image_size, False, transforms)
-    train_pipeline = batch_pipeline("fairface", image_size, True, transforms)
-    eval_pipeline = batch_pipeline("fairface", image_size, False, transforms)
 
-    def subset(rows: np.ndarray, transform: object, pipeline: BatchTransform) -> LabeledImages:
-        return LabeledImages(
-            [train_paths[i] for i in rows],
+    def subset(rows: np.ndarray, augment: bool) -> LabeledImages:
+        images = [train_paths[i] for i in rows]
+        return dataset_split(
+            "fairface",
+            image_size,
+            transforms,
+            augment,
+            images,
             train_targets[rows],
             train_attributes[rows],
-            transform,
-            pipeline=pipeline,
-            root=folder,
+            folder,
         )
 
     return ImageData(
-        train=subset(train, train_transform, train_pipeline),
-        train_eval=subset(train, eval_transform, eval_pipeline),
-        val=subset(val, eval_transform, eval_pipeline),
-        test=LabeledImages(
-            test_paths, test_targets, test_attributes, eval_transform, pipeline=eval_pipeline, root=folder
+        train=subset(train, True),
+        train_eval=subset(train, False),
+        val=subset(val, False),
+        test=dataset_split(
+            "fairface", image_size, transforms, False, test_paths, test_targets, test_attributes, folder
         ),
         class_names=list(_VALUES[target]),
         attribute_names=list(protected_names),

@@ -44,6 +44,7 @@ __all__ = [
     "ImageData",
     "LabeledImages",
     "check_names",
+    "dataset_split",
     "decode_cifar_rows",
     "decode_image_file",
     "resolve_data_root",
@@ -243,6 +244,31 @@ class LabeledImages(torch.utils.data.Dataset):
             if isinstance(image, torch.Tensor):
                 image = image.as_subclass(torch.Tensor)
         return image, int(self.targets[index]), self.attributes[index].clone()
+
+
+def dataset_split(
+    dataset: str,
+    image_size: int,
+    style: str,
+    train: bool,
+    images: Sequence[PathLike] | np.ndarray,
+    targets: Any,
+    attributes: Any,
+    root: Path,
+) -> LabeledImages:
+    """One split of a paper data set: :class:`LabeledImages` with the data set's train (``train``) or
+    eval transform (:func:`.transforms.dataset_transforms`) and the same pipeline as batch steps
+    (:func:`.transforms.batch_pipeline`, for the image cache)."""
+    from constrained_fairness.data.transforms import batch_pipeline, dataset_transforms
+
+    return LabeledImages(
+        images,
+        targets,
+        attributes,
+        dataset_transforms(dataset, image_size, train, style),
+        pipeline=batch_pipeline(dataset, image_size, train, style),
+        root=root,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------

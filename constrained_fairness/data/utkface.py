@@ -24,10 +24,10 @@ from constrained_fairness.data.images import (
     LabeledImages,
     PathLike,
     check_names,
+    dataset_split,
     resolve_data_root,
 )
 from constrained_fairness.data.splits import reference_split_indices, split_indices
-from constrained_fairness.data.transforms import BatchTransform, batch_pipeline, dataset_transforms
 from constrained_fairness.errors import DataError
 
 __all__ = ["UTKFACE_GENDERS", "UTKFACE_RACES", "load_utkface", "parse_utkface_name"]
@@ -161,26 +161,18 @@ def load_utkface(
         train, val, test = split_indices(
             len(paths), seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
         )
-    train_transform = dataset_transforms("utkface", image_size, True, transforms)
-    eval_transform = dataset_transforms("utkface", image_size, False, transforms)
-    train_pipeline = batch_pipeline("utkface", image_size, True, transforms)
-    eval_pipeline = batch_pipeline("utkface", image_size, False, transforms)
 
-    def subset(rows: np.ndarray, transform: object, pipeline: BatchTransform) -> LabeledImages:
-        return LabeledImages(
-            [paths[i] for i in rows],
-            targets[rows],
-            attributes[rows],
-            transform,
-            pipeline=pipeline,
-            root=folder,
+    def subset(rows: np.ndarray, augment: bool) -> LabeledImages:
+        images = [paths[i] for i in rows]
+        return dataset_split(
+            "utkface", image_size, transforms, augment, images, targets[rows], attributes[rows], folder
         )
 
     return ImageData(
-        train=subset(train, train_transform, train_pipeline),
-        train_eval=subset(train, eval_transform, eval_pipeline),
-        val=subset(val, eval_transform, eval_pipeline),
-        test=subset(test, eval_transform, eval_pipeline),
+        train=subset(train, True),
+        train_eval=subset(train, False),
+        val=subset(val, False),
+        test=subset(test, False),
         class_names=list(values[target]),
         attribute_names=list(protected_names),
         attribute_values=[list(values[name]) for name in protected_names],
