@@ -197,18 +197,24 @@ class Grouping:
         """``(rows, groups)`` for an ``(B, A)`` matrix of the data's attribute codes
         (``check``: see :meth:`GroupIndex.ids`)."""
         n = codes.shape[0]
-        all_columns = self.columns == tuple(range(codes.shape[1] if codes.dim() == 2 else -1))
-        selected = (
-            codes
-            if all_columns
-            else codes.index_select(1, self._constant("columns", list(self.columns), codes.device))
-        )
         if self.mode == "intersectional":
-            return torch.arange(n, device=codes.device), self.index.ids(selected, check)
+            return torch.arange(n, device=codes.device), self.group_ids(codes, check)
         offsets = self._constant("offsets", self._offset_values, codes.device)
-        groups = (selected.long() + offsets).flatten()
+        groups = (self._selected(codes).long() + offsets).flatten()
         rows = torch.arange(n, device=codes.device).repeat_interleave(len(self.columns))
         return rows, groups
+
+    def group_ids(self, codes: torch.Tensor, check: bool = False) -> torch.Tensor:
+        """``(B,)`` intersectional group ids of ``(B, A)`` codes, without the membership rows
+        (one per sample, in order); ``check``: see :meth:`GroupIndex.ids`."""
+        assert self.mode == "intersectional", "marginal groupings have several memberships per sample"
+        return self.index.ids(self._selected(codes), check)
+
+    def _selected(self, codes: torch.Tensor) -> torch.Tensor:
+        """The columns of this grouping's attributes (``codes`` itself when it is all of them)."""
+        if self.columns == tuple(range(codes.shape[1] if codes.dim() == 2 else -1)):
+            return codes
+        return codes.index_select(1, self._constant("columns", list(self.columns), codes.device))
 
     @classmethod
     def single(cls, num_groups: int, name: str = "group") -> Grouping:

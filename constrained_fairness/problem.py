@@ -109,23 +109,30 @@ class FairnessProblem(cooper.ConstrainedMinimizationProblem):
         """One device sync: are the loss, the violations and the multipliers finite? Under
         DDP the answer is agreed over ranks (one small all-reduce), so that every rank skips
         or stops at the same batch instead of one rank waiting in the gradient all-reduce.
-        Deferred (:meth:`defer_checks`): no sync, the flags are and-ed on the device."""
-        checks = [torch.isfinite(loss).all()]
+        Deferred (:meth:`defer_checks`): no sync, the flag is and-ed on the device.
+
+        Everything is concatenated and tested at once (``isfinite`` is four kernels, so one
+        test per tensor cost a few dozen ops a step); only a failed test looks at each part,
+        to say which one failed."""
+        parts = [loss.reshape(1)]
         for state in observed.values():
-            checks.append(torch.isfinite(state.violation).all())
+            parts.append(state.violation.reshape(-1))
             if state.strict_violation is not None:
-                checks.append(torch.isfinite(state.strict_violation).all())
-        multipliers = [torch.isfinite(c.multiplier.weight).all() for c in self.constraints()]
+                parts.append(state.strict_violation.reshape(-1))
+        multipliers = [c.multiplier.weight.reshape(-1) for c in self.constraints()]
+        with torch.no_grad():
+            finite = torch.isfinite(torch.cat(parts + multipliers)).all()
         if self.pending_finite is not None:
-            finite = torch.stack(checks + multipliers).all()
             self.pending_finite = finite & self.pending_finite.to(finite.device)
             return
-        flags = all_ranks_flags(torch.stack(checks + multipliers)).tolist()
-        if all(flags):
+        if bool(all_ranks_flags(finite.reshape(1))[0]):
             return
-        if not all(flags[len(checks) :]):
+        with torch.no_grad():  # which part: agreed over ranks too, so that all skip or all stop
+            ok = torch.stack([_all_finite(p, loss) for p in ([parts[0]], parts[1:], multipliers)])
+        loss_ok, _, multipliers_ok = all_ranks_flags(ok).tolist()
+        if not multipliers_ok:
             raise NonFiniteBatch("Lagrange multipliers", fatal=True)
-        raise NonFiniteBatch("loss" if not flags[0] else "constraint violation")
+        raise NonFiniteBatch("loss" if not loss_ok else "constraint violation")
 
     def constraint_state_dict(self) -> dict:
         """Multipliers (Cooper's CMP state) plus each constraint's own state (buffers)."""
@@ -141,3 +148,8 @@ class FairnessProblem(cooper.ConstrainedMinimizationProblem):
 
     def multiplier_values(self) -> dict[str, list[float]]:
         return {name: c.multiplier_values().tolist() for name, c in self.named_constraints()}
+
+
+def _all_finite(tensors: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """One boolean: are all elements of ``tensors`` finite (true for none)."""
+    return torch.isfinite(torch.cat(tensors)).all() if tensors else torch.ones((), dtype=torch.bool, device=like.device)

@@ -67,11 +67,13 @@ class ExcessAccuracyGap(GroupStatisticConstraint):
         self, values: torch.Tensor, overall: torch.Tensor, ids: torch.Tensor
     ) -> torch.Tensor:
         ref = self.reference
-        return ((values - ref.loss[ids]) - (overall - ref.overall_loss)).unsqueeze(0)
+        loss = ref.loss if ids is self._all_groups else ref.loss.index_select(0, ids)
+        return ((values - loss) - (overall - ref.overall_loss)).unsqueeze(0)
 
     def strict_violations(
         self, values: torch.Tensor, overall: torch.Tensor, ids: torch.Tensor
     ) -> torch.Tensor:
         ref = self.reference
-        gap = (ref.accuracy[ids] - values) - (ref.overall_accuracy - overall)
+        accuracy = ref.accuracy if ids is self._all_groups else ref.accuracy.index_select(0, ids)
+        gap = (accuracy - values) - (ref.overall_accuracy - overall)
         return (gap - self.tolerance).unsqueeze(0)
