@@ -50,9 +50,10 @@ class FairnessProblem(cooper.ConstrainedMinimizationProblem):
         self.channels_last = False  # NHWC memory format for image inputs
         # per-sample loss weights from (targets, attributes), e.g. the reweighting baseline
         self.sample_weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-        # deferred finiteness checks (TrainingStep's check_every > 1): each batch and-s its
-        # flags into this device tensor instead of reading them; None: check every batch
-        self.pending_finite: torch.Tensor | None = None
+        # deferred finiteness checks (TrainingStep's check_every > 1): each batch adds its loss
+        # into pending_loss on the device instead of reading anything (see defer_checks)
+        self.deferred = False
+        self.pending_loss: torch.Tensor | None = None
         names = list(names) if names is not None else [f"constraint_{i}" for i in range(len(constraints))]
         for name, constraint in zip(names, constraints, strict=True):
             self._register_constraint(name, constraint)
@@ -94,41 +95,50 @@ class FairnessProblem(cooper.ConstrainedMinimizationProblem):
                 constraint.fixed_shapes = on
 
     def defer_checks(self, on: bool) -> None:
-        """Start (or stop) deferring the finiteness checks: :meth:`read_pending` reads them."""
-        self.pending_finite = None if not on else torch.ones((), dtype=torch.bool)
+        """Start (or stop) deferring the finiteness checks.
 
-    def read_pending(self) -> bool:
-        """Whether every batch since the last read was finite (one host read; under DDP on
-        every rank), and start over."""
-        assert self.pending_finite is not None
-        ok = bool(all_ranks_flags(self.pending_finite.reshape(1))[0])
-        self.pending_finite = torch.ones((), dtype=torch.bool, device=self.pending_finite.device)
-        return ok
+        Deferred, a batch only adds its loss into :attr:`pending_loss` (two ops, no read),
+        and :meth:`pending_finite` tells, on the device, whether that sum and the multipliers
+        are finite; the caller reads it with the parameters' check (``TrainingStep.verify``).
+        The violations need no check of their own there: a non-finite strict violation makes
+        its multiplier non-finite at the dual step (``relu(NaN) = NaN``), and a non-finite
+        proxy reaches the parameters through its gradient; both persist until the read."""
+        self.deferred, self.pending_loss = on, None
+
+    def pending_finite(self) -> torch.Tensor:
+        """Device bool, read nothing: are the deferred losses' sum and the multipliers finite."""
+        parts = [c.multiplier.weight.reshape(-1) for c in self.constraints()]
+        if self.pending_loss is not None:
+            parts.append(self.pending_loss.reshape(1))
+        device = parts[0].device if parts else torch.device("cpu")
+        return _all_finite(parts, device)
+
+    def reset_pending(self) -> None:
+        self.pending_loss = None
 
     def _check_finite(self, loss: torch.Tensor, observed: dict) -> None:
         """One device sync: are the loss, the violations and the multipliers finite? Under
         DDP the answer is agreed over ranks (one small all-reduce), so that every rank skips
         or stops at the same batch instead of one rank waiting in the gradient all-reduce.
-        Deferred (:meth:`defer_checks`): no sync, the flag is and-ed on the device.
+        Deferred (:meth:`defer_checks`): no sync, the loss is added up on the device.
 
         Everything is concatenated and tested at once (``isfinite`` is four kernels, so one
         test per tensor cost a few dozen ops a step); only a failed test looks at each part,
         to say which one failed."""
+        if self.deferred:
+            loss = loss.detach()
+            self.pending_loss = loss if self.pending_loss is None else self.pending_loss + loss
+            return
         parts = [loss.reshape(1)]
         for state in observed.values():
             parts.append(state.violation.reshape(-1))
             if state.strict_violation is not None:
                 parts.append(state.strict_violation.reshape(-1))
         multipliers = [c.multiplier.weight.reshape(-1) for c in self.constraints()]
-        with torch.no_grad():
-            finite = torch.isfinite(torch.cat(parts + multipliers)).all()
-        if self.pending_finite is not None:
-            self.pending_finite = finite & self.pending_finite.to(finite.device)
+        if bool(all_ranks_flags(_all_finite(parts + multipliers, loss.device).reshape(1))[0]):
             return
-        if bool(all_ranks_flags(finite.reshape(1))[0]):
-            return
-        with torch.no_grad():  # which part: agreed over ranks too, so that all skip or all stop
-            ok = torch.stack([_all_finite(p, loss) for p in ([parts[0]], parts[1:], multipliers)])
+        # which part: agreed over ranks too, so that all skip or all stop
+        ok = torch.stack([_all_finite(p, loss.device) for p in ([parts[0]], parts[1:], multipliers)])
         loss_ok, _, multipliers_ok = all_ranks_flags(ok).tolist()
         if not multipliers_ok:
             raise NonFiniteBatch("Lagrange multipliers", fatal=True)
@@ -150,6 +160,9 @@ class FairnessProblem(cooper.ConstrainedMinimizationProblem):
         return {name: c.multiplier_values().tolist() for name, c in self.named_constraints()}
 
 
-def _all_finite(tensors: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
-    """One boolean: are all elements of ``tensors`` finite (true for none)."""
-    return torch.isfinite(torch.cat(tensors)).all() if tensors else torch.ones((), dtype=torch.bool, device=like.device)
+def _all_finite(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """One device bool: are all elements of ``tensors`` finite (true for none)."""
+    if not tensors:
+        return torch.ones((), dtype=torch.bool, device=device)
+    with torch.no_grad():
+        return torch.isfinite(torch.cat(tensors)).all()

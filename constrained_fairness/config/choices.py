@@ -43,4 +43,4 @@ gathered on the host (``memory``) or held whole on the training device (``device
 
 FIXED_SHAPES = ("auto", "on", "off")
 """``guards.fixed_shapes``: constraint statistics over all groups with masks (no host sync), or
-over the present groups only; ``auto`` turns them on for accelerator devices with plain SGD duals."""
+over the present groups only; ``auto`` turns them on with plain SGD duals (on any device)."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
+import cooper
 import torch
 
 from ..errors import ConfigError
 from ..groups import Grouping
+from . import ceag_fused
 from .base import BatchOutputs
 from .reference import DenseReference
 from .statistic import GroupStatisticConstraint, SampleStatistic
@@ -62,6 +64,13 @@ class ExcessAccuracyGap(GroupStatisticConstraint):
 
     def sample_statistic(self, batch: BatchOutputs) -> SampleStatistic:
         return SampleStatistic(proxy=batch.losses, strict=batch.correct)
+
+    def compute(self, batch: BatchOutputs) -> cooper.ConstraintState | None:
+        """:meth:`GroupStatisticConstraint.compute`; with fixed shapes on the CPU, the same
+        rows from two compiled kernels where they apply (:mod:`.ceag_fused`)."""
+        if self.fixed_shapes and ceag_fused.applies(self, batch):
+            return ceag_fused.compute(self, batch)
+        return super().compute(batch)
 
     def proxy_violations(
         self, values: torch.Tensor, overall: torch.Tensor, ids: torch.Tensor

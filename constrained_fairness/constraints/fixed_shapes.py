@@ -61,7 +61,8 @@ class FixedShapeStatistics:
             return self._state(proxy, _zeroed(present, strict, self._constant_zero(strict)))
         if self.frequency is None:
             self.seen += counts[: self.num_groups].to(self.seen.dtype)
-        self.buffer.push_fixed(gather_cat(strict_values, same_size=True), gather_cat(groups, same_size=True), counts)
+        strict_values, groups = gather_cat(strict_values, same_size=True), gather_cat(groups, same_size=True)
+        self.buffer.push_fixed(strict_values, groups, counts)
         full = self.buffer.is_full
         estimates = self.buffer.values.sum(dim=1) / self.buffer.size
         weights = self.frequency if self.frequency is not None else self.seen.float()
@@ -133,7 +134,9 @@ class FixedShapeStatistics:
         """``values`` where ``keep``, else ``+∞``: the value an absent group's statistic takes
         before its rows are zeroed, so that it never is the partition minimum of the
         ``max_min`` form."""
-        inf = self._cached(("inf", values.dtype), lambda: torch.tensor(float("inf"), dtype=values.dtype), values.device)
+        inf = self._cached(
+            ("inf", values.dtype), lambda: torch.tensor(float("inf"), dtype=values.dtype), values.device
+        )
         return torch.where(keep, values, inf)
 
     def _constant_zero(self, like: torch.Tensor) -> torch.Tensor:

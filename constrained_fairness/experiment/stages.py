@@ -99,7 +99,7 @@ class StageTrainers:
             net = DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        problem.use_fixed_shapes(fixed_shapes(self.cfg.guards.fixed_shapes, self.device, duals))
+        problem.use_fixed_shapes(fixed_shapes(self.cfg.guards.fixed_shapes, duals))
         return Trainer(
             name,
             model,

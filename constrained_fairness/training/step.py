@@ -10,10 +10,12 @@
    the batch, counts the batch and goes on;
 3. the pruning masks re-applied to the weights the step moved.
 
-With ``check_every = N > 1`` (policy ``stop`` only) the guard is deferred: each batch
-and-s its finiteness flags into one device tensor, and :meth:`TrainingStep.verify` reads it
-once per ``N`` steps (and wherever the caller needs a verified state: before a checkpoint,
-at the end of an epoch). So a steady-state step makes no host read for the guard. The
+With ``check_every = N > 1`` (policy ``stop`` only) the guard is deferred: each batch adds
+its loss into one device tensor, and :meth:`TrainingStep.verify` reads, once per ``N`` steps,
+whether that sum, the multipliers and the parameters are finite, and wherever the caller
+needs a verified state: before a checkpoint, at the end of an epoch. (A non-finite
+violation shows in the multipliers or, through its gradient, in the parameters; see
+:meth:`FairnessProblem.defer_checks`.) So a steady-state step makes no host read for the guard. The
 state at the start of each window of ``N`` steps (model, optimizers, multipliers and the
 constraints' buffers) is kept on the device; a failed read restores it, then raises. The
 ``skip`` policy must drop the very batch, so it keeps the check of every step.
@@ -33,6 +35,7 @@ from torch.utils import _pytree as pytree
 from ..config.choices import NONFINITE_POLICIES
 from ..errors import ConfigError, TrainingDiverged
 from ..problem import FairnessProblem, NonFiniteBatch
+from ..runtime.distributed import all_ranks_flags
 from ..sparsity import MagnitudePruner
 
 
@@ -105,12 +108,15 @@ class TrainingStep:
         if self.check_every == 1 or self.unchecked == 0:
             return
         steps, self.unchecked = self.unchecked, 0
-        if self.problem.read_pending():
+        pending = self.problem.pending_finite()
+        finite = pending & _parameters_finite(self.model, pending.device)
+        self.problem.reset_pending()
+        if bool(all_ranks_flags(finite.reshape(1))[0]):
             return
         assert self._verified is not None
         self._restore(self._verified)
         raise TrainingDiverged(
-            f"non-finite loss, constraint violation or multipliers in {self.where()} or one of the "
+            f"non-finite loss, multipliers or parameters in {self.where()} or one of the "
             f"{steps - 1} steps before it (the guard reads every guards.check_every={self.check_every} "
             f"steps; the model, optimizers and multipliers are back at the state before them); "
             f"{self.advice}, or {self.hint}{self.kept}"
@@ -172,6 +178,13 @@ class TrainingStep:
         raise TrainingDiverged(
             f"non-finite {what} in {self.where()}; {self.advice}{hint}{self.kept}"
         ) from None
+
+
+def _parameters_finite(model: torch.nn.Module, device: torch.device) -> torch.Tensor:
+    """Device bool, read nothing: are all of the model's parameters finite."""
+    with torch.no_grad():
+        flags = [torch.isfinite(p).all().to(device) for p in model.parameters()]
+    return torch.stack(flags).all() if flags else torch.ones((), dtype=torch.bool, device=device)
 
 
 def _immutable(value: object) -> bool:

@@ -12,7 +12,7 @@ import torch
 
 from constrained_fairness.buffer import ReplayBuffer
 from constrained_fairness.config import DualConfig
-from constrained_fairness.constraints import accuracy_gap, equalized_loss, rates
+from constrained_fairness.constraints import accuracy_gap, ceag_fused, equalized_loss, rates
 from constrained_fairness.constraints.reference import DenseReference
 from constrained_fairness.errors import ConfigError, TrainingDiverged
 from constrained_fairness.groups import GroupIndex, Grouping
@@ -160,14 +160,19 @@ def _per_step(kind: str | None, **options) -> tuple[float, float, HostSyncCounte
 
 # The documented numbers (README, "GPU throughput"): with fixed shapes and the deferred guard
 # a steady-state step reads nothing; the guard reads once per check_every steps, and the
-# epoch's mean loss once per epoch.
+# epoch's mean loss once per epoch. These count the tensor path, the one an accelerator runs:
+# on the CPU, CEAG's rows come from compiled kernels over numpy views of the same memory
+# (constraints/ceag_fused.py), which the counter would count as copies to the host.
 @pytest.mark.parametrize("kind", [None, "ceag"], ids=["nft", "ceag"])
-def test_a_steady_state_step_reads_nothing_but_the_deferred_guard(kind):
+def test_a_steady_state_step_reads_nothing_but_the_deferred_guard(kind, monkeypatch):
+    monkeypatch.setattr(ceag_fused, "kernels", lambda: None)
     per_step, per_epoch, syncs = _per_step(kind, fixed=True, check_every=4)
     assert per_step == 1 / 4, syncs.report()
     assert per_epoch == 1, syncs.report()  # the epoch's mean loss
     assert all(
-        where.startswith("constrained_fairness/problem.py") for (_, where), n in syncs.sites.items() if n > 1
+        where.startswith("constrained_fairness/training/step.py")
+        for (_, where), n in syncs.sites.items()
+        if n > 1
     )
 
 
@@ -269,12 +274,11 @@ def test_the_skip_policy_keeps_the_check_of_every_step():
 def test_check_every_and_fixed_shapes_are_validated():
     with pytest.raises(ConfigError, match="check_every must be >= 1"):
         _trainer(None, _data(2), check_every=0)
-    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     sgd, nupi = DualConfig(optimizer="sgd"), DualConfig(optimizer="nupi")
-    assert not fixed_shapes("auto", cpu, [sgd]) and fixed_shapes("auto", cuda, [sgd])
-    assert not fixed_shapes("auto", cuda, [sgd, nupi]) and fixed_shapes("on", cpu, [])
+    assert fixed_shapes("auto", [sgd]) and fixed_shapes("auto", []) and not fixed_shapes("off", [sgd])
+    assert not fixed_shapes("auto", [sgd, nupi]) and fixed_shapes("on", [])
     with pytest.raises(ConfigError, match="needs plain SGD dual"):
-        fixed_shapes("on", cuda, [nupi])
+        fixed_shapes("on", [nupi])
 
 
 def test_evaluation_every_n_epochs_and_after_the_last():
