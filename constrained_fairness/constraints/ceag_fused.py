@@ -51,6 +51,7 @@ def applies(constraint: ExcessAccuracyGap, batch: BatchOutputs) -> bool:
         and batch.logits.dtype == torch.float32
         and batch.losses.dtype == torch.float32
         and batch.attributes.dtype == torch.int64
+        and kernels() is not None
         and _arrays(constraint) is not None
         and not is_distributed()
     )
@@ -99,13 +100,13 @@ class _Rows(torch.autograd.Function):
 def _arrays(constraint: ExcessAccuracyGap) -> tuple[np.ndarray, ...] | None:
     """The kernels' fixed arguments, made once per constraint: the grouping's cardinalities
     and strides, and numpy views of the replay buffer's storage, pointers and fills (the
-    same memory); None where the kernels do not apply to the constraint."""
+    same memory: the buffer's tensors are updated in place, never replaced); None where the
+    kernels do not apply to the constraint."""
     cached = constraint.__dict__.get("_fused_arrays", False)
     if cached is False:
         buffer, index = constraint.buffer, constraint.grouping.index
         usable = (
-            kernels() is not None
-            and constraint.grouping.mode == "intersectional"
+            constraint.grouping.mode == "intersectional"
             and buffer.storage.dtype == torch.float32
             and buffer.storage.device.type == "cpu"
         )
