@@ -65,11 +65,9 @@ class TensorBatches:
             n_batches = n // self.batch_size
         else:
             n_batches = -(-n // self.batch_size)
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(n, generator=generator)
-        else:
-            order = torch.arange(n)
+        # drawn on the CPU (the same order on every device), copied to the data's device once
+        # per epoch: indexing device tensors with a CPU index copies it there at every batch
+        order = epoch_order(n, self.seed, epoch, self.shuffle)[0].to(self.targets.device)
         for start in range(skip * self.batch_size, n_batches * self.batch_size, self.batch_size):
             idx = shard(order[start : start + self.batch_size], self.rank, self.world)
             yield self.inputs[idx], self.targets[idx], self.attributes[idx]
