@@ -61,7 +61,7 @@ def fixed_shapes(mode: str, duals: Sequence[DualConfig]) -> bool:
     ``on`` / ``off`` as given; ``auto``: on when every dual optimizer is plain SGD, the one for
     which a zero row is exactly no update (see :mod:`..constraints.fixed_shapes`), on any
     device: on an accelerator no step then waits for a host read, and on the CPU CEAG's rows
-    come from compiled kernels (:mod:`..constraints.ceag_fused`), a step 1.2-1.5x faster
+    come from compiled kernels (:mod:`..constraints.ceag_fused`), a step about 1.45x faster
     than the present groups' rows on the Adult MLP (benchmark P1a). The results are the same
     bits either way on the CPU (tested). ``on`` with a nuPI dual is refused: its
     proportional term moves a multiplier on a zero error, so the rows of absent groups would
