@@ -21,8 +21,7 @@ import torch
 from PIL import Image
 
 from constrained_fairness.config import ExperimentConfig
-from constrained_fairness.data import ImageData, load_cifar100, load_fairface, load_utkface
-from constrained_fairness.data import cache as cache_module
+from constrained_fairness.data import ImageData, cache_files, load_cifar100, load_fairface, load_utkface
 from constrained_fairness.data.cache import CachedImages, cache_image_data, cached_source
 from constrained_fairness.data.images import LabeledImages
 from constrained_fairness.data.transforms import (
@@ -201,13 +200,13 @@ def test_augmentation_does_not_depend_on_world_size(roots: dict[str, Path], tmp_
 
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    decode = cache_module.decode_image_file
+    decode = cache_files.decode_image_file
 
     def counting(path: os.PathLike | str) -> torch.Tensor:
         calls.append(str(path))
         return decode(path)
 
-    monkeypatch.setattr(cache_module, "decode_image_file", counting)
+    monkeypatch.setattr(cache_files, "decode_image_file", counting)
     return calls
 
 
