@@ -514,7 +514,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     results = {}
     for name, r in measured.items():
         results[name] = {"nft_ms": r["nft"]["ms"], "ceag_ms": r["ceag"]["ms"]} | {
-            "ratio": r["ceag"]["ratio"], "ratio_of_medians": r["ceag"]["ratio_of_medians"]
+            "ratio": r["ceag"]["ratio"],
+            "ratio_of_medians": r["ceag"]["ratio_of_medians"],
         }
         if "cooper only" in r:
             results[name] |= {
@@ -539,8 +540,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         r["target"] = P1A_TARGET if s.model == "mlp" else s.target
         ratio = r["ratio_to_cooper"] if s.model == "mlp" else r["ratio"]
         r["met"] = float(ratio <= r["target"])
-        verdict = ("CEAG ÷ Cooper alone " if s.model == "mlp" else "") + f"<= {r['target']:.2f} " + (
-            "met" if r["met"] else "MISSED"
+        verdict = (
+            ("CEAG ÷ Cooper alone " if s.model == "mlp" else "")
+            + f"<= {r['target']:.2f} "
+            + ("met" if r["met"] else "MISSED")
         )
         print(
             f"{s.label:<26} {s.batch:>5} {groups:>6} {f'{s.repetitions} x {s.steps}':>12} "

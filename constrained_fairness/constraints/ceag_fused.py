@@ -131,8 +131,15 @@ def _reference(constraint: ExcessAccuracyGap) -> tuple[np.ndarray, np.ndarray]:
     ref, frequency = constraint.reference, constraint.frequency
     tensors = (ref.loss, ref.accuracy, frequency)
     key = (
-        id(ref.loss), ref.loss._version, id(ref.accuracy), ref.accuracy._version, id(frequency),
-        frequency._version, ref.overall_loss, ref.overall_accuracy, constraint.tolerance,
+        id(ref.loss),
+        ref.loss._version,
+        id(ref.accuracy),
+        ref.accuracy._version,
+        id(frequency),
+        frequency._version,
+        ref.overall_loss,
+        ref.overall_accuracy,
+        constraint.tolerance,
     )
     cache = constraint.__dict__.setdefault("_fused_constants", {})
     if cache.get("key") != key:

@@ -47,6 +47,7 @@ CACHE_FOLDER = ".cfair_cache"
 
 _FORMAT = 1  # bump when the layout of the cache files changes
 
+
 def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 

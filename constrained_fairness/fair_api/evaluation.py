@@ -22,6 +22,7 @@ from ..constraints.base import BatchOutputs
 from ..constraints.mean_score import attribute_gaps
 from ..constraints.statistic import GroupStatisticConstraint
 from ..runtime.distributed import all_ranks, gather_cat, is_distributed
+from .guarantee import DEFAULT_CONFIDENCE, gap_statistics
 
 FIELDS = ("logits", "targets", "attributes", "losses")
 
@@ -67,6 +68,13 @@ class SplitTotals:
         gaps = attribute_gaps(constraint, gathered(concat(self.outputs))).tolist()
         finite = [g for g in gaps if not math.isnan(g)]
         return (max(finite) if finite else math.nan), gaps
+
+    def allowances(self, sizes: torch.Tensor, confidence: float = DEFAULT_CONFIDENCE) -> list[float]:
+        """``z·SE`` of each attribute's pooled score gap (:mod:`.guarantee`), from every row
+        of the split (and every rank); ``mean_pred`` outputs, ``attributes`` as group indices."""
+        outputs = gathered(concat(self.outputs))
+        stats = gap_statistics(outputs.logits[:, 0], outputs.attributes, sizes)
+        return stats.allowances(confidence).tolist()
 
 
 def concat(parts: list[BatchOutputs]) -> BatchOutputs:

@@ -8,7 +8,9 @@ logits are constrained by ``fairness_metric``; see :mod:`..constraints.mean_scor
 
 Training (``model.train()``):
 
-* ``enforcement="lagrangian"`` (default): the output is the network's, clamped to
+* ``enforcement="auto"`` (default): ``projection`` for ``mean_pred``, ``lagrangian`` for the
+  other metrics (:func:`resolve_enforcement` says why).
+* ``enforcement="lagrangian"``: the output is the network's, clamped to
   ``prediction_bounds``; :class:`FairTrainer` adds one Lagrange multiplier per
   constraint row (Cooper) and plays the min-max game.
 * ``enforcement="projection"``: the batch of scores is replaced by its exact Euclidean
@@ -20,10 +22,11 @@ Inference (``model.eval()``), ``mean_pred`` only, never reading labels:
 * a batch of at least ``b_tau`` rows that contains every value of every protected
   attribute is projected exactly, per batch;
 * any other batch, down to one row, gets the *offsets*: the mean of ``z − ŷ`` per
-  intersectional cell when the training predictions are projected as one batch
-  (:meth:`FairModel.calibrate`, called by the trainer after every epoch). Without bounds
-  the projection moves every row of a cell by the same amount, ``−Cᵀλ``, so the offsets
-  reproduce it exactly on the calibration set; predictions are deterministic per row.
+  intersectional cell when the calibration predictions (the validation inputs, else the
+  training inputs) are projected as one batch at ε minus a margin
+  (:meth:`FairModel.calibrate`, called by the trainer after every epoch). Predictions are
+  deterministic per row, and on new data each attribute's pooled gap is at most ε plus a
+  sampling allowance with 95 % probability: :mod:`.guarantee` states it and its condition.
 
 The other metrics (rates, accuracy parity, losses, ``mean_residual``) are enforced during
 training only: their statistics need labels, or are not scores, so inference returns the
@@ -48,6 +51,7 @@ from ..errors import ConfigError, DataError
 from ..groups import GroupIndex, Grouping
 from ..models.mlp import MLP
 from ..projection import apply_offsets, check_bounds, fair_projection, inward_bounds, projection_offsets
+from .guarantee import DEFAULT_CONFIDENCE, gap_statistics
 
 SCORE_METRICS = ("mean_pred", "mean_residual")
 CLASS_METRICS = (
@@ -59,8 +63,30 @@ CLASS_METRICS = (
     "bounded_group_loss",
 )
 METRICS = SCORE_METRICS + CLASS_METRICS
-ENFORCEMENTS = ("lagrangian", "projection")
-_DYNAMIC_BUFFERS = ("attribute_values", "attribute_sizes", "offset_cells", "offset_values", "multipliers")
+ENFORCEMENTS = ("auto", "lagrangian", "projection")
+_DYNAMIC_BUFFERS = (
+    "attribute_values",
+    "attribute_sizes",
+    "offset_cells",
+    "offset_values",
+    "calibration_margins",
+    "multipliers",
+)
+_OPTIONAL_BUFFERS = ("calibration_margins",)  # absent from checkpoints written before it existed
+_BISECTION_STEPS = 20
+
+
+def resolve_enforcement(enforcement: str, fairness_metric: str) -> str:
+    """``auto``: ``projection`` for ``mean_pred`` (the only metric it supports), else ``lagrangian``.
+
+    Projection is the default where it applies because it was the more accurate at the same ε
+    in every calibration run: UCI Adult prepared as in the guide (3 seeds, test accuracy
+    FIGURES-TBD, ``benchmarks/fair_api_vs_projection_peer.py``) and the guide's
+    synthetic data (5 seeds, validation accuracy FIGURES-TBD); see the README.
+    """
+    if enforcement != "auto":
+        return enforcement
+    return "projection" if fairness_metric == "mean_pred" else "lagrangian"
 
 
 def _choice(value: Any, options: Sequence[str], what: str) -> str:
@@ -119,7 +145,8 @@ class FairModel(nn.Module):
         fairness_metric: ``mean_pred`` (default), ``mean_residual``, or a class metric:
             ``demographic_parity``, ``equal_opportunity``, ``equalized_odds``,
             ``accuracy_parity``, ``equalized_loss``, ``bounded_group_loss`` (bound = ε).
-        enforcement: ``lagrangian`` (default) or ``projection`` (``mean_pred`` only).
+        enforcement: ``auto`` (default: ``projection`` for ``mean_pred``, else ``lagrangian``;
+            see :func:`resolve_enforcement`), ``lagrangian`` or ``projection`` (``mean_pred`` only).
         network: use this module instead of the MLP (see :meth:`wrap`).
     """
 
@@ -133,7 +160,7 @@ class FairModel(nn.Module):
         fairness_tolerance: float = 0.05,
         b_tau: int = 256,
         fairness_metric: str = "mean_pred",
-        enforcement: str = "lagrangian",
+        enforcement: str = "auto",
         *,
         network: nn.Module | None = None,
     ) -> None:
@@ -148,7 +175,9 @@ class FairModel(nn.Module):
         self.fairness_tolerance = float(tol)
         self.b_tau = _positive_int(b_tau, "b_tau", minimum=2)
         self.fairness_metric = _choice(fairness_metric, METRICS, "fairness_metric")
-        self.enforcement = _choice(enforcement, ENFORCEMENTS, "enforcement")
+        self.enforcement = resolve_enforcement(
+            _choice(enforcement, ENFORCEMENTS, "enforcement"), self.fairness_metric
+        )
         if self.fairness_metric in SCORE_METRICS and self.output_dim != 1:
             raise ConfigError(
                 f"fairness_metric={self.fairness_metric!r} constrains a single score but output_dim="
@@ -167,6 +196,7 @@ class FairModel(nn.Module):
         self.register_buffer("attribute_sizes", torch.zeros(0, dtype=torch.long))  # (A,) values per attribute
         self.register_buffer("offset_cells", torch.zeros(0, len(self.protected_attr_idx), dtype=torch.long))
         self.register_buffer("offset_values", torch.zeros(0))  # (G,) inference offset per cell
+        self.register_buffer("calibration_margins", torch.zeros(0, dtype=torch.float64))  # (A,) z·SE_cal
         self.register_buffer("multipliers", torch.zeros(0))  # Lagrange multipliers, synced by the trainer
         self._warned_uncalibrated = False
 
@@ -283,7 +313,8 @@ class FairModel(nn.Module):
         codes = self.protected_codes(x)
         calibrated = self.offset_values.numel() > 0
         if calibrated:
-            raw = apply_offsets(raw, codes, (self.offset_cells, self.offset_values), self.prediction_bounds)
+            table = (self.offset_cells, self.offset_values)
+            raw = apply_offsets(self.clip(raw), codes, table, self.prediction_bounds)
         if raw.shape[0] >= self.b_tau and self._covers_all_values(codes):
             return fair_projection(raw, codes, self.fairness_tolerance, self.prediction_bounds)
         if calibrated:
@@ -309,12 +340,29 @@ class FairModel(nn.Module):
             self.train(was_training)
 
     @torch.no_grad()
-    def calibrate(self, data: Any, batch_size: int = 4096) -> None:
-        """Set the inference offsets from reference inputs (a tensor or array ``X``, or a
-        loader of ``(X, y)`` batches; the labels are not read): project all their scores as
-        one batch and store the mean ``z − ŷ`` per intersectional cell."""
+    def calibrate(
+        self,
+        data: Any,
+        batch_size: int = 4096,
+        confidence: float = DEFAULT_CONFIDENCE,
+        warn: bool = True,
+    ) -> None:
+        """Set the inference offsets from calibration inputs (a tensor or array ``X``, or a
+        loader of ``(X, y)`` batches; the labels are not read).
+
+        With ``m_a = z·SE_a`` the margin of attribute ``a`` on these rows (:mod:`.guarantee`),
+        the offsets are the mean ``z − ŷ`` per intersectional cell (``ŷ`` the scores clipped
+        to ``prediction_bounds``, as they are at inference) when all the scores are
+        projected as one batch at ``t = max(0, ε − max_a m_a)``, with ``t`` lowered by
+        bisection where clipping to ``prediction_bounds`` would leave a gap above it, so the
+        offset predictions of these rows have every gap ≤ ``t``. The margins are stored in
+        ``calibration_margins``; with ``warn`` a margin above ε (a split too small for the
+        guarantee at this ε) is reported as a warning.
+        """
         if self.fairness_metric != "mean_pred":
             return
+        if not 0.5 < confidence < 1:
+            raise ConfigError(f"confidence must be in (0.5, 1), got {confidence!r}; e.g. 0.95")
         device = next(self.parameters()).device
         was_training = self.training
         self.eval()
@@ -326,15 +374,93 @@ class FairModel(nn.Module):
                 codes.append(self.protected_codes(x))
         finally:
             self.train(was_training)
-        raw, code = torch.cat(raws), torch.cat(codes)
+        # the offsets act on clipped scores: a row far beyond a bound would otherwise weigh
+        # its whole distance to the bound into its cell's mean offset
+        raw, code = self.clip(torch.cat(raws)), torch.cat(codes)
         if not self.has_groups:
             self.set_groups(code)
-        self.group_indices(code)  # every value known
-        cells, offsets = projection_offsets(raw, code, self.fairness_tolerance, self.prediction_bounds)
+        groups = self.group_indices(code)  # every value known
+        margins = gap_statistics(raw, groups, self.attribute_sizes).allowances(confidence)
+        target = max(0.0, self.fairness_tolerance - float(margins.max()))
+        cells, offsets = self._offsets_within(raw, code, groups, target)
         self.offset_cells, self.offset_values = cells, offsets.float()
+        self.calibration_margins = margins.to(self.offset_values.device)
+        if warn:
+            self.warn_guarantee()
+
+    def _offsets_within(
+        self, raw: torch.Tensor, code: torch.Tensor, groups: torch.Tensor, target: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Offsets whose clipped predictions have every gap ≤ ``target``, as close to it as
+        :data:`_BISECTION_STEPS` allow. Without bounds those of the projection at ``target``
+        are exact (it moves every row of a cell by the same amount, which the offsets
+        reproduce). With bounds, clipping after the offsets moves the gaps, either way, so the
+        projection's tolerance ``s`` is searched instead: the largest ``s`` whose clipped
+        offset predictions meet ``target`` (bracketed by doubling, then bisected)."""
+        slack = 4 * torch.finfo(torch.float32).eps * (1.0 + float(raw.abs().max()))
+
+        def fit(tolerance: float) -> tuple[tuple[torch.Tensor, torch.Tensor], float]:
+            table = projection_offsets(raw, code, tolerance, self.prediction_bounds)
+            adjusted = apply_offsets(raw, code, table, self.prediction_bounds)
+            return table, float(gap_statistics(adjusted, groups, self.attribute_sizes).gaps.max())
+
+        table, gap = fit(target)
+        if self.prediction_bounds is None or abs(gap - target) <= slack:
+            return table
+        if gap > target + slack:  # clipping widened the gaps: tighten
+            good, bad = 0.0, target
+            best, gap = fit(0.0)
+            if gap > target + slack:
+                return best  # the most the offsets can do; calibrate's margins report it
+        else:  # clipping narrowed them: loosen until the gap passes the target
+            good, best, bad = target, table, None
+            step = max(target - gap, slack)
+            for _ in range(_BISECTION_STEPS):
+                trial = good + step
+                table, gap = fit(trial)
+                if gap > target + slack:
+                    bad = trial
+                    break
+                good, best, step = trial, table, 2 * step
+            if bad is None:
+                return best
+        for _ in range(_BISECTION_STEPS):
+            mid = 0.5 * (good + bad)
+            table, gap = fit(mid)
+            if gap <= target + slack:
+                good, best = mid, table
+            else:
+                bad = mid
+        return best
+
+    def guarantee_problems(self) -> list[str]:
+        """Why the inference guarantee (:mod:`.guarantee`) does not hold for the current
+        offsets, one line per attribute; empty when it holds or no margin is known."""
+        problems = []
+        for column, margin in zip(self.protected_attr_idx, self.calibration_margins.tolist(), strict=False):
+            if not math.isfinite(margin):
+                problems.append(
+                    f"protected column {column}: a group has fewer than 2 calibration rows, so its "
+                    "gap cannot be calibrated; pass calibration data with every value at least twice"
+                )
+            elif margin > self.fairness_tolerance:
+                problems.append(
+                    f"protected column {column}: the calibration margin {margin:.4g} exceeds "
+                    f"fairness_tolerance={self.fairness_tolerance:g}, so gaps within ε + allowance "
+                    "are not guaranteed on new data; calibrate on more rows or use a larger ε"
+                )
+        return problems
+
+    def warn_guarantee(self) -> None:
+        """Warn (one warning) when :meth:`guarantee_problems` finds any."""
+        problems = self.guarantee_problems()
+        if problems:
+            warnings.warn("FairModel inference guarantee: " + "; ".join(problems), stacklevel=3)
 
     # -- state -------------------------------------------------------------------------------
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        for name in _OPTIONAL_BUFFERS:  # an older checkpoint: no margins known
+            state_dict.setdefault(prefix + name, torch.zeros(0, dtype=getattr(self, name).dtype))
         for name in _DYNAMIC_BUFFERS:  # sized by the data: take the saved shape
             saved = state_dict.get(prefix + name)
             if isinstance(saved, torch.Tensor):

@@ -85,9 +85,12 @@ def distinct_rows(values: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def sync_offsets(model: FairModel) -> None:
-    """Under DDP, rank 0's inference offsets on every rank."""
+    """Under DDP, rank 0's inference offsets and calibration margins on every rank."""
     if not is_distributed():
         return
-    cells, values = broadcast_object((model.offset_cells.cpu(), model.offset_values.cpu()))
+    cells, values, margins = broadcast_object(
+        (model.offset_cells.cpu(), model.offset_values.cpu(), model.calibration_margins.cpu())
+    )
     model.offset_cells = cells.to(model.offset_cells.device)
     model.offset_values = values.to(model.offset_values.device)
+    model.calibration_margins = margins.to(model.calibration_margins.device)

@@ -47,7 +47,7 @@ from ..training.step import TrainingStep
 from .checkpointing import CHECKPOINT_FORMAT, load_trainer, save_trainer
 from .constraint import fairness_constraint, record_groups, training_step
 from .criterion import CriterionView
-from .early_stopping import EarlyStopping
+from .early_stopping import FEASIBILITY_SLACK, EarlyStopping
 from .evaluation import SplitTotals
 from .history import HISTORY_KEYS, empty_history, progress_line, run_logger
 from .model import FairModel
@@ -213,8 +213,8 @@ class FairTrainer:
     def _attributes(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.group_indices(self.model.protected_codes(x))
 
-    def _calibrate(self, loader: Iterable) -> None:
-        self.model.calibrate(loader)
+    def _calibrate(self, loader: Iterable, warn: bool = True) -> None:
+        self.model.calibrate(loader, warn=warn)
         sync_offsets(self.model)  # DDP: rank 0's offsets everywhere
 
     # -- epochs --------------------------------------------------------------------------------
@@ -274,6 +274,14 @@ class FairTrainer:
             "attribute_gaps": dict(zip(names, gaps, strict=True)),
             "feasible": self.early_stopping.feasible(gap),
         }
+        if self.model.fairness_metric == "mean_pred":  # the inference guarantee, on this split
+            allowances = totals.allowances(self.model.attribute_sizes)
+            result["attribute_allowances"] = dict(zip(names, allowances, strict=True))
+            result["within_guarantee"] = all(
+                g <= self.model.fairness_tolerance + a + FEASIBILITY_SLACK
+                for g, a in zip(gaps, allowances, strict=True)
+                if not math.isnan(g)
+            )
         if not math.isnan(correct):
             result["accuracy"] = correct / rows
         self.last_evaluation = result
@@ -314,9 +322,8 @@ class FairTrainer:
             for _ in range(epochs):
                 lr = float(self.optimizer.param_groups[0]["lr"])
                 # inference offsets: project the validation (else training) predictions; no labels
-                train_loss, train_gap = self.train_epoch(train_loader, calibrate=val_loader is None)
-                if val_loader is not None:
-                    self._calibrate(val_loader)
+                train_loss, train_gap = self.train_epoch(train_loader, calibrate=False)
+                self._calibrate(val_loader if val_loader is not None else train_loader, warn=False)
                 val_loss, val_gap, val_gaps = math.nan, math.nan, []
                 if val_loader is not None:
                     val_loss, val_gap = self.validate(val_loader)
@@ -350,6 +357,8 @@ class FairTrainer:
             if logger is not None:
                 logger.close()
         self.restore_best()
+        if is_writer():
+            self.model.warn_guarantee()  # of the offsets kept (not every epoch's)
         return self.history
 
     def restore_best(self) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
+
 from ..helpers import load_script
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -90,3 +92,31 @@ def test_gpu_throughput_benchmark_runs(capsys):
         assert row["ceag_syncs"] <= 1.0 and row["nft_syncs"] <= 1.0
     out = capsys.readouterr().out
     assert "gpu_throughput on CPU" in out and "table GPU-h = 3 seeds x 4 sparsities" in out
+
+
+def test_adult_guide_preparation_follows_the_guide():
+    module = _load("adult_guide")
+    X, y = module.adult_guide_arrays()
+    assert X.shape[0] == 30162 == len(y)  # the 32,561 rows of adult.data less the 2,399 with a '?'
+    # the first row of adult.data: 39, State-gov, ..., White, Male, ..., <=50K
+    assert X[0, 0] == 1.0 and X[0, 1] == 1.0 and y[0] == 0.0
+    assert set(np.unique(X[:, :2]).tolist()) == {0.0, 1.0}
+    assert abs(float(X[:, 0].mean()) - 0.6757) < 1e-3  # share of men among complete rows
+    np.testing.assert_allclose(X[:, 2:].mean(axis=0), 0.0, atol=1e-5)  # standardized features
+    splits = module.adult_guide_splits(0)
+    sizes = [len(splits.y_train), len(splits.y_val), len(splits.y_test)]
+    assert sum(sizes) == 30162 and abs(sizes[0] / 30162 - 0.6) < 1e-3 and abs(sizes[1] - sizes[2]) <= 2
+    for part in (splits.y_train, splits.y_val, splits.y_test):  # stratified on the label
+        assert abs(float(part.mean()) - float(y.mean())) < 1e-3
+
+
+def test_fair_api_vs_projection_peer_benchmark_runs(capsys):
+    results = _load("fair_api_vs_projection_peer").main(["--quick"])
+    assert [r["method"] for r in results] == ["ours (default)", "ours (lagrangian)"]
+    for r in results:
+        assert 0.5 < r["accuracy"] < 1 and r["fit_s"] > 0 and r["peak_rss_mib"] > 0
+        assert len(r["gaps_64"]) == 2 and all(a > 0 for a in r["allowances_64"])
+    # one batch of the whole test set (>= b_tau) is projected: within ε exactly
+    assert max(results[0]["gaps_one_batch"]) <= 0.05 + 1e-5
+    out = capsys.readouterr().out
+    assert "gap 64 sex / race" in out and "ours (lagrangian)" in out

@@ -47,7 +47,9 @@ def loader(dataset: TensorDataset, rank: int, world: int) -> DataLoader:
 
 def make_trainer(seed: int, log_dir: Path | None = None) -> FairTrainer:
     torch.manual_seed(seed)  # rank 1 starts elsewhere: DDP broadcasts rank 0's weights
-    model = FairModel(5, [16], 1, [0, 1], (-10.0, 10.0), fairness_tolerance=0.02, b_tau=1000)
+    model = FairModel(
+        5, [16], 1, [0, 1], (-10.0, 10.0), fairness_tolerance=0.02, b_tau=1000, enforcement="lagrangian"
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     return FairTrainer(model, nn.BCEWithLogitsLoss(), optimizer, device="cpu", log_dir=log_dir)
 
@@ -101,9 +103,10 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
         dist.destroy_process_group()
 
 
-def close(actual: torch.Tensor, expected: torch.Tensor) -> bool:
-    """Equal within rtol 1e-5 plus an atol of 1e-6 of the largest magnitude (NaN equals NaN)."""
-    scale = float(expected.nan_to_num().abs().max()) if expected.numel() else 0.0
+def close(actual: torch.Tensor, expected: torch.Tensor, scale: float = 0.0) -> bool:
+    """Equal within rtol 1e-5 plus an atol of 1e-6 of the largest magnitude, or of ``scale``
+    when larger (NaN equals NaN)."""
+    scale = max(scale, float(expected.nan_to_num().abs().max()) if expected.numel() else 0.0)
     return actual.shape == expected.shape and torch.allclose(
         actual.double(), expected.double(), rtol=1e-5, atol=1e-6 * scale + 1e-12, equal_nan=True
     )
@@ -125,7 +128,10 @@ def test_ddp_fair_trainer_matches_one_process_on_the_global_batches(runs):
     assert float(single["n"]) == VAL_ROWS and not math.isnan(float(single["history/val_loss"][-1]))
     for key in single:
         for rank in range(WORLD):
-            assert close(ranks[rank][key], single[key]), (key, rank, ranks[rank][key], single[key])
+            # a gap is a difference of mean scores (logits of about 1), so its rounding is theirs:
+            # the calibrated gaps are about 0 here (ε is below the calibration margins)
+            scale = 1.0 if "gap" in key else 0.0
+            assert close(ranks[rank][key], single[key], scale), (key, rank, ranks[rank][key], single[key])
         assert torch.equal(ranks[0][key].nan_to_num(), ranks[1][key].nan_to_num()), key  # ranks agree exactly
 
 
