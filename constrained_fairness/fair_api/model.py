@@ -80,9 +80,9 @@ def resolve_enforcement(enforcement: str, fairness_metric: str) -> str:
     """``auto``: ``projection`` for ``mean_pred`` (the only metric it supports), else ``lagrangian``.
 
     Projection is the default where it applies because it was the more accurate at the same ε
-    in every calibration run: UCI Adult prepared as in the guide (3 seeds, test accuracy
-    FIGURES-TBD, ``benchmarks/fair_api_vs_projection_peer.py``) and the guide's
-    synthetic data (5 seeds, validation accuracy FIGURES-TBD); see the README.
+    on every seed of both calibrations: UCI Adult prepared as in the guide (3 seeds, test
+    accuracy +2.1 to +8.5 points, ``benchmarks/fair_api_vs_projection_peer.py``) and the
+    guide's synthetic data (5 seeds, validation accuracy +4.9 to +6.1 points); see the README.
     """
     if enforcement != "auto":
         return enforcement

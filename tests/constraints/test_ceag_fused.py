@@ -62,8 +62,10 @@ def _assert_same(a: torch.Tensor, b: torch.Tensor) -> None:
 @pytest.mark.parametrize("k,unweighted", [(3, False), (5, True), (40, False)])
 def test_fused_rows_gradients_and_buffer_equal_the_tensor_path_bit_for_bit(k, unweighted):
     fused, tensor = _pair(k, unweighted)
-    assert ceag_fused.applies(fused, BatchOutputs(torch.zeros(1, 3), torch.zeros(1).long(),
-                                                  torch.zeros(1, 2).long(), torch.zeros(1)))
+    assert ceag_fused.applies(
+        fused,
+        BatchOutputs(torch.zeros(1, 3), torch.zeros(1).long(), torch.zeros(1, 2).long(), torch.zeros(1)),
+    )
     gen = torch.Generator().manual_seed(k)
     for step, (b, used) in enumerate([(7, 2), (64, 6), (1, 6), (33, 4), (128, 6), (9, 6)] * 3):
         logits, targets, codes = _batch(gen, b, used)
