@@ -26,8 +26,10 @@ each constraint row
 because ``SE_cal + SE_D ≥ √(SE_cal² + SE_D²)``. ``z·SE^D`` is the *allowance*: the part of
 the gap that any fixed per-row predictor shows on a finite sample, computed from ``D``'s
 own scores (:func:`gap_statistics`; ``FairTrainer.evaluate`` reports it). The bound needs
-``z·SE_a^cal ≤ ε`` for every attribute; where a calibration split is too small for that
-(or a group has under 2 rows), ``FairModel`` warns at calibration.
+``gap_a^cal + z·SE_a^cal ≤ ε`` for every attribute, the offsets' calibration gap plus the
+margin: it fails where a calibration split is too small for this ε (``t`` clipped at 0), a
+group has under 2 rows, or clipping to the bounds leaves a gap the offsets cannot remove;
+``FairModel`` then warns at calibration (``guarantee_problems``).
 """
 
 from __future__ import annotations

@@ -70,10 +70,16 @@ _DYNAMIC_BUFFERS = (
     "offset_cells",
     "offset_values",
     "calibration_margins",
+    "calibration_gaps",
     "multipliers",
 )
-_OPTIONAL_BUFFERS = ("calibration_margins",)  # absent from checkpoints written before it existed
+_OPTIONAL_BUFFERS = (
+    "calibration_margins",
+    "calibration_gaps",
+)  # absent from checkpoints written before it existed
 _BISECTION_STEPS = 20
+_Fitted = tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]  # ((cells, offsets), gaps)
+_GAP_SLACK = 1e-5  # float32 rounding of the offset predictions' means
 
 
 def resolve_enforcement(enforcement: str, fairness_metric: str) -> str:
@@ -197,6 +203,7 @@ class FairModel(nn.Module):
         self.register_buffer("offset_cells", torch.zeros(0, len(self.protected_attr_idx), dtype=torch.long))
         self.register_buffer("offset_values", torch.zeros(0))  # (G,) inference offset per cell
         self.register_buffer("calibration_margins", torch.zeros(0, dtype=torch.float64))  # (A,) z·SE_cal
+        self.register_buffer("calibration_gaps", torch.zeros(0, dtype=torch.float64))  # (A,) after offsets
         self.register_buffer("multipliers", torch.zeros(0))  # Lagrange multipliers, synced by the trainer
         self._warned_uncalibrated = False
 
@@ -356,8 +363,9 @@ class FairModel(nn.Module):
         projected as one batch at ``t = max(0, ε − max_a m_a)``, with ``t`` lowered by
         bisection where clipping to ``prediction_bounds`` would leave a gap above it, so the
         offset predictions of these rows have every gap ≤ ``t``. The margins are stored in
-        ``calibration_margins``; with ``warn`` a margin above ε (a split too small for the
-        guarantee at this ε) is reported as a warning.
+        ``calibration_margins`` and the gaps the offsets leave in ``calibration_gaps``; with
+        ``warn``, an attribute whose gap plus margin exceeds ε (a split too small for the
+        guarantee at this ε, or clipping the offsets cannot undo) is reported as a warning.
         """
         if self.fairness_metric != "mean_pred":
             return
@@ -382,53 +390,57 @@ class FairModel(nn.Module):
         groups = self.group_indices(code)  # every value known
         margins = gap_statistics(raw, groups, self.attribute_sizes).allowances(confidence)
         target = max(0.0, self.fairness_tolerance - float(margins.max()))
-        cells, offsets = self._offsets_within(raw, code, groups, target)
+        (cells, offsets), gaps = self._offsets_within(raw, code, groups, target)
         self.offset_cells, self.offset_values = cells, offsets.float()
         self.calibration_margins = margins.to(self.offset_values.device)
+        self.calibration_gaps = gaps.to(self.offset_values.device)
         if warn:
             self.warn_guarantee()
 
     def _offsets_within(
         self, raw: torch.Tensor, code: torch.Tensor, groups: torch.Tensor, target: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Offsets whose clipped predictions have every gap ≤ ``target``, as close to it as
-        :data:`_BISECTION_STEPS` allow. Without bounds those of the projection at ``target``
-        are exact (it moves every row of a cell by the same amount, which the offsets
-        reproduce). With bounds, clipping after the offsets moves the gaps, either way, so the
-        projection's tolerance ``s`` is searched instead: the largest ``s`` whose clipped
-        offset predictions meet ``target`` (bracketed by doubling, then bisected)."""
+    ) -> _Fitted:
+        """``(offset table, the (A,) gaps it leaves)``: offsets whose clipped predictions have
+        every gap ≤ ``target``, as close to it as :data:`_BISECTION_STEPS` allow.
+
+        Without bounds those of the projection at ``target`` are exact (it moves every row of a
+        cell by the same amount, which the offsets reproduce). With bounds, clipping after the
+        offsets moves the gaps, either way, so the projection's tolerance ``s`` is searched
+        instead: the largest ``s`` whose clipped offset predictions meet ``target`` (bracketed
+        by doubling, then bisected)."""
         slack = 4 * torch.finfo(torch.float32).eps * (1.0 + float(raw.abs().max()))
 
-        def fit(tolerance: float) -> tuple[tuple[torch.Tensor, torch.Tensor], float]:
+        def fit(tolerance: float) -> tuple[_Fitted, float]:
             table = projection_offsets(raw, code, tolerance, self.prediction_bounds)
             adjusted = apply_offsets(raw, code, table, self.prediction_bounds)
-            return table, float(gap_statistics(adjusted, groups, self.attribute_sizes).gaps.max())
+            gaps = gap_statistics(adjusted, groups, self.attribute_sizes).gaps
+            return (table, gaps), float(gaps.max())
 
-        table, gap = fit(target)
+        fitted, gap = fit(target)
         if self.prediction_bounds is None or abs(gap - target) <= slack:
-            return table
+            return fitted
         if gap > target + slack:  # clipping widened the gaps: tighten
             good, bad = 0.0, target
             best, gap = fit(0.0)
             if gap > target + slack:
-                return best  # the most the offsets can do; calibrate's margins report it
+                return best  # the most the offsets can do; guarantee_problems reports it
         else:  # clipping narrowed them: loosen until the gap passes the target
-            good, best, bad = target, table, None
+            good, best, bad = target, fitted, None
             step = max(target - gap, slack)
             for _ in range(_BISECTION_STEPS):
                 trial = good + step
-                table, gap = fit(trial)
+                fitted, gap = fit(trial)
                 if gap > target + slack:
                     bad = trial
                     break
-                good, best, step = trial, table, 2 * step
+                good, best, step = trial, fitted, 2 * step
             if bad is None:
                 return best
         for _ in range(_BISECTION_STEPS):
             mid = 0.5 * (good + bad)
-            table, gap = fit(mid)
+            fitted, gap = fit(mid)
             if gap <= target + slack:
-                good, best = mid, table
+                good, best = mid, fitted
             else:
                 bad = mid
         return best
@@ -436,8 +448,9 @@ class FairModel(nn.Module):
     def guarantee_problems(self) -> list[str]:
         """Why the inference guarantee (:mod:`.guarantee`) does not hold for the current
         offsets, one line per attribute; empty when it holds or no margin is known."""
-        problems = []
-        for column, margin in zip(self.protected_attr_idx, self.calibration_margins.tolist(), strict=False):
+        problems, gaps = [], self.calibration_gaps
+        margins = self.calibration_margins.tolist()
+        for a, (column, margin) in enumerate(zip(self.protected_attr_idx, margins, strict=False)):
             if not math.isfinite(margin):
                 problems.append(
                     f"protected column {column}: a group has fewer than 2 calibration rows, so its "
@@ -448,6 +461,12 @@ class FairModel(nn.Module):
                     f"protected column {column}: the calibration margin {margin:.4g} exceeds "
                     f"fairness_tolerance={self.fairness_tolerance:g}, so gaps within ε + allowance "
                     "are not guaranteed on new data; calibrate on more rows or use a larger ε"
+                )
+            elif a < gaps.numel() and float(gaps[a]) + margin > self.fairness_tolerance + _GAP_SLACK:
+                problems.append(
+                    f"protected column {column}: clipping to prediction_bounds leaves a calibration "
+                    f"gap of {float(gaps[a]):.4g}, which with the margin {margin:.4g} exceeds "
+                    f"fairness_tolerance={self.fairness_tolerance:g}; widen prediction_bounds"
                 )
         return problems
 

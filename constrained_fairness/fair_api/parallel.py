@@ -85,12 +85,10 @@ def distinct_rows(values: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def sync_offsets(model: FairModel) -> None:
-    """Under DDP, rank 0's inference offsets and calibration margins on every rank."""
+    """Under DDP, rank 0's inference offsets and calibration margins and gaps on every rank."""
     if not is_distributed():
         return
-    cells, values, margins = broadcast_object(
-        (model.offset_cells.cpu(), model.offset_values.cpu(), model.calibration_margins.cpu())
-    )
-    model.offset_cells = cells.to(model.offset_cells.device)
-    model.offset_values = values.to(model.offset_values.device)
-    model.calibration_margins = margins.to(model.calibration_margins.device)
+    names = ("offset_cells", "offset_values", "calibration_margins", "calibration_gaps")
+    values = broadcast_object(tuple(getattr(model, name).cpu() for name in names))
+    for name, value in zip(names, values, strict=True):
+        setattr(model, name, value.to(getattr(model, name).device))

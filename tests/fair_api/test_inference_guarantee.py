@@ -207,3 +207,15 @@ def test_a_state_dict_without_calibration_margins_still_loads():
     fresh.load_state_dict(state)
     assert fresh.calibration_margins.numel() == 0 and fresh.guarantee_problems() == []
     torch.testing.assert_close(fresh.offset_values, model.offset_values)
+
+
+def test_a_calibration_gap_left_by_clipping_is_reported():
+    """The guarantee's condition is gap_cal + margin ≤ ε per attribute: a gap that the
+    offsets could not bring down (clipping) is reported even with a margin below ε."""
+    model = FairModel(3, [4], 1, [0, 1], prediction_bounds=(0.0, 1.0), fairness_tolerance=0.05)
+    model.calibration_margins = torch.tensor([0.02, 0.02], dtype=torch.float64)
+    model.calibration_gaps = torch.tensor([0.03, 0.04], dtype=torch.float64)
+    problems = model.guarantee_problems()
+    assert len(problems) == 1 and problems[0].startswith("protected column 1: clipping")
+    model.calibration_gaps = torch.tensor([0.03, 0.03], dtype=torch.float64)
+    assert model.guarantee_problems() == []
