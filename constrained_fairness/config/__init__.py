@@ -1,16 +1,17 @@
 """Experiment configs: the typed schema, YAML loading with ``base:`` and overrides, and the hash.
 
-- :mod:`.schema`: one dataclass per section, with defaults and validation;
+- :mod:`.schema`: one dataclass per section, with defaults;
+- :mod:`.validation`: the range and choice checks of a whole config;
 - :mod:`.loading`: YAML files (``base:`` inheritance), ``key=value`` overrides, typed construction;
 - :mod:`.hashing`: the hash that ties checkpoints to a config, and the keys a resume may change.
 """
 
+from .choices import THRESHOLD_RULES
 from .hashing import RESUME_NEUTRAL_KEYS, config_hash, flatten_config
 from .loading import dump_config, from_dict, load_config, parse_override, read_yaml
 from .schema import (
     DEFAULT_CONFIG,
     DEFAULT_METHODS,
-    THRESHOLD_RULES,
     CEAGConfig,
     CheckpointConfig,
     ConstraintConfig,

@@ -1,19 +1,14 @@
 """The typed experiment configuration: one dataclass per section, each key with its default,
-and the validation of the whole (``ExperimentConfig.validate``)."""
+and the validation of the whole (``ExperimentConfig.validate``, by :mod:`.validation`)."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from . import choices
-from .choices import THRESHOLD_RULES  # re-exported by the package
-
-FLOAT32_MAX = 3.4028234663852886e38  # learning rates beyond it overflow inside the optimizers
+from .validation import validate_config
 
 DEFAULT_METHODS = ("nft", "nft_es", "el", "ceag")
 DEFAULT_CONFIG = Path(__file__).parent.parent / "configs" / "adult_default.yaml"
@@ -255,172 +250,8 @@ class ExperimentConfig:
 
     def validate(self) -> ExperimentConfig:
         """Check value ranges; raise :class:`ConfigError` naming the key and the fix."""
-        p, f = self.pruning, self.finetune
-        _require(0.0 <= p.sparsity < 1.0, f"pruning.sparsity must lie in [0, 1), got {p.sparsity}; e.g. 0.95")
-        _require(p.epochs >= 1, f"pruning.epochs must be >= 1, got {p.epochs}")
-        _require(f.epochs >= 0, f"finetune.epochs must be >= 0, got {f.epochs}")
-        _require_one_of("pruning.scope", p.scope, choices.PRUNING_SCOPES)
-        for key, value in (("ceag.tolerance", self.ceag.tolerance), ("el.tolerance", self.el.tolerance)):
-            _require(value >= 0, f"{key} must be >= 0, got {value}; a tolerance is a non-negative gap")
-        _require(self.ceag.buffer_size >= 1, f"ceag.buffer_size must be >= 1, got {self.ceag.buffer_size}")
-        _require(
-            self.el.buffer_size >= 1,
-            f"el.buffer_size (of method el_rb) must be >= 1, got {self.el.buffer_size}",
-        )
-        _require_one_of("ceag.overall_estimate", self.ceag.overall_estimate, choices.OVERALL_ESTIMATES)
-        _require_one_of("el.overall_estimate", self.el.overall_estimate, choices.OVERALL_ESTIMATES)
-        _require_one_of("el.form", self.el.form, choices.EL_FORMS)
-        _require_one_of("pruning.schedule", p.schedule, choices.PRUNING_SCHEDULES)
-        _require_one_of("pruning.rounding", p.rounding, choices.PRUNING_ROUNDINGS)
-        _require_one_of("finetune.weight_decay_scope", f.weight_decay_scope, choices.WEIGHT_DECAY_SCOPES)
-        _require_one_of("data.split", self.data.split, choices.DATA_SPLITS)
-        _require_one_of("data.transforms", self.data.transforms, choices.TRANSFORM_STYLES)
-        _require(
-            0 <= self.data.val_fraction < 1,
-            f"data.val_fraction must lie in [0, 1) (0: no validation split), got {self.data.val_fraction}",
-        )
-        _require_one_of("thresholds.rule", self.thresholds.rule, THRESHOLD_RULES)
-        e = self.evaluation
-        _require(
-            e.bootstrap_resamples >= 1,
-            f"evaluation.bootstrap_resamples must be >= 1, got {e.bootstrap_resamples}; e.g. 1000",
-        )
-        _require(
-            0 < e.confidence < 1, f"evaluation.confidence must lie in (0, 1), got {e.confidence}; e.g. 0.95"
-        )
-        _require(e.min_group_size >= 1, f"evaluation.min_group_size must be >= 1, got {e.min_group_size}")
-        _require(
-            self.checkpoint.keep_last >= 1,
-            f"checkpoint.keep_last must be >= 1, got {self.checkpoint.keep_last}; keep at least the newest",
-        )
-        _require(
-            self.checkpoint.every_steps >= 0,
-            f"checkpoint.every_steps must be >= 0 (0: each epoch only), got {self.checkpoint.every_steps}",
-        )
-        _require_one_of("guards.nonfinite", self.guards.nonfinite, choices.NONFINITE_POLICIES)
-        _require(
-            self.guards.multiplier_warning > 0,
-            f"guards.multiplier_warning must be > 0, got {self.guards.multiplier_warning}",
-        )
-        _require(
-            self.guards.divergence_factor > 0,
-            f"guards.divergence_factor must be > 0 (e.g. 100), got {self.guards.divergence_factor}",
-        )
-        _require(
-            self.guards.check_every >= 1,
-            f"guards.check_every must be >= 1 (1: every step), got {self.guards.check_every}",
-        )
-        _require_one_of("guards.fixed_shapes", self.guards.fixed_shapes, choices.FIXED_SHAPES)
-        _require_one_of("data.cache", self.data.cache, choices.IMAGE_CACHES)
-        _require(
-            self.evaluation.every_epochs >= 1,
-            f"evaluation.every_epochs must be >= 1 (1: every epoch), got {self.evaluation.every_epochs}",
-        )
-        duals = [("ceag.dual", self.ceag.dual), ("el.dual", self.el.dual)]
-        duals += [(f"constraints[{i}].dual", c.dual) for i, c in enumerate(self.constraints)]
-        for key, dual in duals:
-            _require_one_of(f"{key}.optimizer", dual.optimizer, choices.DUAL_OPTIMIZERS)
-            _require(
-                0 < dual.lr <= FLOAT32_MAX,
-                f"{key}.lr must be > 0 and at most {FLOAT32_MAX:.3g} (a float32), got {dual.lr}",
-            )
-            _require(0 <= dual.nupi_ema < 1, f"{key}.nupi_ema must lie in [0, 1), got {dual.nupi_ema}")
-        for key, value in (
-            ("dense.batch_size", self.dense.batch_size),
-            ("finetune.batch_size", f.batch_size),
-            ("eval_batch_size", self.eval_batch_size),
-        ):
-            _require(value >= 1, f"{key} must be >= 1, got {value}")
-        for key, value in (
-            ("dense.min_steps_per_epoch", self.dense.min_steps_per_epoch),
-            ("finetune.min_steps_per_epoch", f.min_steps_per_epoch),
-        ):
-            _require(value >= 0, f"{key} must be >= 0 (0: the batch_size as given), got {value}")
-        _require(self.dense.epochs >= 0, f"dense.epochs must be >= 0, got {self.dense.epochs}")
-        for key, value in (
-            ("dense.lr", self.dense.lr),
-            ("finetune.lr", f.lr),
-            ("finetune.lr_gamma", f.lr_gamma),
-        ):
-            _require(
-                0 < value <= FLOAT32_MAX, f"{key} must be > 0 and at most {FLOAT32_MAX:.3g}, got {value}"
-            )
-        for key, value in (
-            ("dense.weight_decay", self.dense.weight_decay),
-            ("finetune.weight_decay", f.weight_decay),
-            ("finetune.momentum", f.momentum),
-        ):
-            _require(value >= 0, f"{key} must be >= 0, got {value}")
-        _require(not f.nesterov or f.momentum > 0, "finetune.nesterov needs finetune.momentum > 0")
-        _require(
-            all(0 < m <= 1 for m in self.dense.lr_milestones) and self.dense.lr_gamma > 0,
-            f"dense.lr_milestones must be fractions in (0, 1] and dense.lr_gamma > 0, got "
-            f"{self.dense.lr_milestones} and {self.dense.lr_gamma}",
-        )
-        _require_one_of("dense.optimizer", self.dense.optimizer, choices.DENSE_OPTIMIZERS)
-        _require(
-            all(h >= 1 for h in self.model.hidden),
-            f"model.hidden widths must be >= 1, got {self.model.hidden}",
-        )
-        _require(
-            set(p.dense_layers) <= {"first", "last"},
-            f"pruning.dense_layers may hold first and last, got {p.dense_layers}",
-        )
-        _require(
-            self.device in ("auto", "cpu") or self.device.startswith("cuda"),
-            f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
-        )
-        _require(
-            all(0 < m <= 1 for m in f.lr_milestones),
-            "finetune.lr_milestones are fractions of the sparse-stage epochs in (0, 1], "
-            f"got {f.lr_milestones}",
-        )
-        # registered names, or package.module:function (imported when the run starts)
-        from ..data.registry import DATASETS
-        from ..experiment.methods import check_methods
-        from ..models import MODELS
-
-        check_methods(self.methods)
-        DATASETS.check(self.data.name)
-        MODELS.check(self.model.name)
-        _require(
-            "constrained" not in self.methods or bool(self.constraints),
-            "method constrained needs a constraints: list, e.g. [{type: demographic_parity}]",
-        )
-        for i, c in enumerate(self.constraints):
-            key = f"constraints[{i}]"
-            _require(bool(c.type), f"{key}.type is missing; e.g. type: demographic_parity")
-            _require(c.tolerance >= 0, f"{key}.tolerance must be >= 0, got {c.tolerance}")
-            _require(c.mode in choices.GROUPING_MODES, f"{key}.mode must be intersectional or marginal")
-            _require(c.form in choices.CONSTRAINT_FORMS, f"{key}.form must be group_vs_overall or max_min")
-            _require(
-                c.buffer_size >= 0, f"{key}.buffer_size must be >= 0 (0: batch estimate), got {c.buffer_size}"
-            )
-            _require(c.temperature > 0, f"{key}.temperature must be > 0, got {c.temperature}")
-            _require_one_of(f"{key}.overall_estimate", c.overall_estimate, choices.OVERALL_ESTIMATES)
-        _require_one_of("precision", self.precision, choices.PRECISIONS)
-        _require(self.model.width > 0, f"model.width must be > 0, got {self.model.width}")
-        _require(self.data.num_workers >= 0, f"data.num_workers must be >= 0, got {self.data.num_workers}")
-        _require(
-            self.data.image_size is None or self.data.image_size >= 8,
-            f"data.image_size must be >= 8 pixels, got {self.data.image_size}",
-        )
-        if self.data.name == "csv":
-            _require(self.data.path is not None, "data.path is required when data.name is csv")
-            _require(self.data.target is not None, "data.target is required when data.name is csv")
-        _require_one_of("logging.wandb", self.logging.wandb, choices.WANDB_MODES)
-        _require_one_of("logging.progress", self.logging.progress, choices.PROGRESS_MODES)
+        validate_config(self)  # config/validation.py
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
-
-
-def _require_one_of(key: str, value: Any, choices: Sequence[str]) -> None:
-    listed = " or ".join([", ".join(choices[:-1]), choices[-1]]) if len(choices) > 1 else choices[0]
-    _require(value in choices, f"{key} must be {listed}, got {value!r}")
