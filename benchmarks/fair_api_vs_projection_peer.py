@@ -13,7 +13,7 @@ epochs, ``--epochs`` (default 30) epochs:
 
 For each it prints test accuracy and each attribute's pooled test gap with the test set
 predicted in batches of 64 (in order; the peer's online primal-dual runs from a reset) and
-in one batch, the sampling allowance ``z·SE`` of each gap at 95 % (``fair_api/guarantee``,
+in one batch, the sampling allowance ``z_a·SE_a`` of each gap at 95 % (``fair_api/guarantee``,
 from the 64-batch scores, so comparable across methods), the fit time and the peak RSS of
 the process (each method and seed runs in a fresh subprocess). Seeds set torch and the split.
 

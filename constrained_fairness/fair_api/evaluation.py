@@ -70,7 +70,7 @@ class SplitTotals:
         return (max(finite) if finite else math.nan), gaps
 
     def allowances(self, sizes: torch.Tensor, confidence: float = DEFAULT_CONFIDENCE) -> list[float]:
-        """``z·SE`` of each attribute's pooled score gap (:mod:`.guarantee`), from every row
+        """``z_a·SE_a`` of each attribute's pooled score gap (:mod:`.guarantee`), from every row
         of the split (and every rank); ``mean_pred`` outputs, ``attributes`` as group indices."""
         outputs = gathered(concat(self.outputs))
         stats = gap_statistics(outputs.logits[:, 0], outputs.attributes, sizes)

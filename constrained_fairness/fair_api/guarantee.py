@@ -10,26 +10,35 @@ errors are:
 * ``k > 2`` values, one row per ``v``:  ``d_v = m_v − m̄`` with ``m̄ = Σ_u p_u m_u``,
   ``p_u = n_u / N``, so ``SE(d_v)² = (1 − p_v)² w_v + Σ_{u ≠ v} p_u² w_u``.
 
-The gap of ``a`` is ``max |d|`` over its rows and its standard error ``SE_a`` the largest
-of its rows' (a group with fewer than 2 rows has an infinite one).
+The gap of ``a`` is ``max |d|`` over its ``r_a`` rows (``r_a = 1`` for a binary ``a``,
+``k`` otherwise) and its standard error ``SE_a`` the largest of its rows' (a group with
+fewer than 2 rows has an infinite one).
 
-**The guarantee.** ``FairModel.calibrate`` fits the per-cell offsets on calibration rows
-(the validation inputs; labels are never read) so that their gaps are at most
-``t = max(0, ε − max_a z·SE_a^cal)``, with ``z = Φ⁻¹(confidence)`` (1.645 at 95 %). On
-deployment rows ``D`` from the same distribution, predicted in batches of any size below
-``b_tau`` and in any order (each row's prediction depends on that row alone), the sampling
-errors of the calibration and deployment means are independent and about normal, so for
-each constraint row
+**The guarantee.** With confidence ``c`` (0.95 by default), attribute ``a`` gets
 
-    P(|d_D| > ε + z·SE^D) ≤ P(N(0, SE_cal² + SE_D²) > z·(SE_cal + SE_D)) ≤ 1 − Φ(z),
+    z_a = Φ⁻¹(1 − (1 − c) / (2·r_a))    (1.960 for a binary attribute at 95 %, 2.690 for 7 values),
 
-because ``SE_cal + SE_D ≥ √(SE_cal² + SE_D²)``. ``z·SE^D`` is the *allowance*: the part of
-the gap that any fixed per-row predictor shows on a finite sample, computed from ``D``'s
-own scores (:func:`gap_statistics`; ``FairTrainer.evaluate`` reports it). The bound needs
-``gap_a^cal + z·SE_a^cal ≤ ε`` for every attribute, the offsets' calibration gap plus the
-margin: it fails where a calibration split is too small for this ε (``t`` clipped at 0), a
-group has under 2 rows, or clipping to the bounds leaves a gap the offsets cannot remove;
-``FairModel`` then warns at calibration (``guarantee_problems``).
+two-sided for ``|d|`` and split over the ``r_a`` rows (a union bound). ``FairModel.calibrate``
+fits the per-cell offsets on calibration rows (the validation inputs; labels are never
+read) so that their gaps are at most ``t = max(0, ε − max_a z_a·SE_a^cal)``. On deployment
+rows ``D`` from the same distribution, predicted in batches of any size below ``b_tau`` and
+in any order (each row's prediction depends on that row alone), write a row's statistic as
+``d = δ + e``, with ``δ`` its population value for this predictor and ``e`` the sampling
+error (the offsets shift a group's sample and population means alike, so ``e`` is that of
+the network's scores). The errors ``e_cal`` and ``e_D`` are independent and about normal, so
+with ``|d_cal| ≤ ε − z_a·SE^cal``,
+
+    P(|d_D| > ε + z_a·SE^D) ≤ P(|e_D − e_cal| > z_a·(SE^cal + SE^D)) ≤ 2·(1 − Φ(z_a)) = (1 − c) / r_a,
+
+because ``e_D − e_cal ~ N(0, SE_cal² + SE_D²)`` and ``SE_cal + SE_D ≥ √(SE_cal² + SE_D²)``.
+Over the attribute's ``r_a`` rows, ``P(gap_a(D) > ε + z_a·SE_a(D)) ≤ 1 − c``. ``z_a·SE_a(D)``
+is the *allowance*: the part of the gap that any fixed per-row predictor shows on a finite
+sample, computed from ``D``'s own scores (:func:`gap_statistics`; ``FairTrainer.evaluate``
+reports it). The bound needs ``gap_a^cal + z_a·SE_a^cal ≤ ε`` for every attribute, the
+offsets' calibration gap plus the margin: it fails where a calibration split is too small
+for this ε (``t`` clipped at 0), a group has under 2 rows, or clipping to the bounds leaves
+a gap the offsets cannot remove; ``FairModel`` then warns at calibration
+(``guarantee_problems``).
 """
 
 from __future__ import annotations
@@ -42,22 +51,26 @@ import torch
 DEFAULT_CONFIDENCE = 0.95
 
 
-def z_score(confidence: float) -> float:
-    """``Φ⁻¹(confidence)``: 1.645 for 0.95."""
-    return NormalDist().inv_cdf(confidence)
+def z_score(confidence: float, rows: int = 1) -> float:
+    """``Φ⁻¹(1 − (1 − confidence) / (2·rows))``: the two-sided quantile for ``|d|``, split over
+    an attribute's ``rows`` constraint rows; 1.960 for 0.95 and one row."""
+    return NormalDist().inv_cdf(1 - (1 - confidence) / (2 * rows))
 
 
 @dataclass(frozen=True)
 class GapStatistics:
-    """Per attribute (A,), float64: the pooled gap, its standard error, the smallest group."""
+    """Per attribute (A,), float64: the pooled gap, its standard error, the smallest group,
+    and ``rows``, its number of constraint rows ``r_a`` (1 if binary, else its value count)."""
 
     gaps: torch.Tensor
     standard_errors: torch.Tensor
     smallest_group: torch.Tensor
+    rows: tuple[int, ...]
 
     def allowances(self, confidence: float = DEFAULT_CONFIDENCE) -> torch.Tensor:
-        """``z·SE_a``: the sampling allowance of each attribute's gap at ``confidence``."""
-        return z_score(confidence) * self.standard_errors
+        """``z_a·SE_a``: the sampling allowance of each attribute's gap at ``confidence``."""
+        z = [z_score(confidence, r) for r in self.rows]
+        return torch.tensor(z, dtype=torch.float64, device=self.standard_errors.device) * self.standard_errors
 
 
 def gap_statistics(scores: torch.Tensor, groups: torch.Tensor, sizes: torch.Tensor) -> GapStatistics:
@@ -94,4 +107,5 @@ def gap_statistics(scores: torch.Tensor, groups: torch.Tensor, sizes: torch.Tens
     se = se.scatter_reduce(0, attribute, var_d.sqrt(), reduce="amax")
     smallest = torch.full((n_attr,), torch.inf, dtype=torch.float64, device=s.device)
     smallest = smallest.scatter_reduce(0, attribute, count, reduce="amin")
-    return GapStatistics(gaps, se, smallest)
+    constraint_rows = tuple(1 if k == 2 else k for k in sizes.tolist())
+    return GapStatistics(gaps, se, smallest, constraint_rows)

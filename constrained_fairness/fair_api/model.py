@@ -202,7 +202,7 @@ class FairModel(nn.Module):
         self.register_buffer("attribute_sizes", torch.zeros(0, dtype=torch.long))  # (A,) values per attribute
         self.register_buffer("offset_cells", torch.zeros(0, len(self.protected_attr_idx), dtype=torch.long))
         self.register_buffer("offset_values", torch.zeros(0))  # (G,) inference offset per cell
-        self.register_buffer("calibration_margins", torch.zeros(0, dtype=torch.float64))  # (A,) z·SE_cal
+        self.register_buffer("calibration_margins", torch.zeros(0, dtype=torch.float64))  # (A,) z_a·SE_cal
         self.register_buffer("calibration_gaps", torch.zeros(0, dtype=torch.float64))  # (A,) after offsets
         self.register_buffer("multipliers", torch.zeros(0))  # Lagrange multipliers, synced by the trainer
         self._warned_uncalibrated = False
@@ -357,7 +357,7 @@ class FairModel(nn.Module):
         """Set the inference offsets from calibration inputs (a tensor or array ``X``, or a
         loader of ``(X, y)`` batches; the labels are not read).
 
-        With ``m_a = z·SE_a`` the margin of attribute ``a`` on these rows (:mod:`.guarantee`),
+        With ``m_a = z_a·SE_a`` the margin of attribute ``a`` on these rows (:mod:`.guarantee`),
         the offsets are the mean ``z − ŷ`` per intersectional cell (``ŷ`` the scores clipped
         to ``prediction_bounds``, as they are at inference) when all the scores are
         projected as one batch at ``t = max(0, ε − max_a m_a)``, with ``t`` lowered by
